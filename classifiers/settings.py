@@ -1,0 +1,11 @@
+"""Settings of prosocial scoring (the `classifier:` section of the run config)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClassifierSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    bundle: str = Field("default", description="Model bundle folder, or 'default' for the bundle `make classifier` builds.")

@@ -1,0 +1,1 @@
+"""Thin `corpus` commands that only parse arguments and call into the stages."""

@@ -1,0 +1,225 @@
+"""The run configuration: one YAML file, validated before any work starts.
+
+Users hand this file to jobs that run for days, so a typo must fail in the first second with a message that
+names the file, the key and what was expected, never an hour later inside a worker. Each stage owns its
+section model next to its code; this module only assembles them and turns pydantic's errors into one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from classifiers.settings import ClassifierSettings
+from pipelines.cluster import ClusterConfig
+from pipelines.curate.settings import CurateConfig
+from pipelines.dedup.settings import DedupConfig
+from pipelines.mix.settings import MixConfig
+from pipelines.publish.settings import PublishConfig
+from synthetic.settings import SyntheticSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class CorpusConfig(BaseModel):
+    """Root of `configs/*.yaml`. Every field has the same default as `configs/default.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    out: Path = Field(Path("out"), description="Output root: versions/, latest, state/ and work/ live here.")
+    input: list[str] = Field(
+        default_factory=lambda: ["examples/demo"],
+        description="Input globs or folders (any fsspec URL). A comma-separated string is accepted too.",
+    )
+    strict: bool = Field(False, description="Fail on the first bad input (naming file and offset) instead of counting it.")
+    profile: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="Profile names (configs/profiles/NAME.yaml) or YAML paths; the first one scores `prosocial`.",
+    )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    @field_validator("input", "profile", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch state of unfinished runs (datatrove logging dirs, staged shards); survives crashes."""
+        return self.out / "work"
+
+    @property
+    def state_dir(self) -> Path:
+        """What a refresh must remember between runs: seen inputs, kept scored shards, the MinHash index."""
+        return self.out / "state"
+
+
+def _describe_expected(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    simple = {
+        "int_parsing": "an integer",
+        "int_type": "an integer",
+        "int_from_float": "an integer",
+        "float_parsing": "a number",
+        "float_type": "a number",
+        "bool_parsing": "true or false",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "path_type": "a path",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        return error.get("msg", "").replace("Input should be ", "a value ")
+    if kind == "missing":
+        return "a value (the key is required)"
+    return error.get("msg", kind)
+
+
+def _format_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    key = ".".join(loc)
+    if error.get("type") == "extra_forbidden":
+        # walk the model tree to suggest the nearest valid key
+        parent: Any = model
+        for part in loc[:-1]:
+            field = getattr(parent, "model_fields", {}).get(part)
+            annotation = getattr(field, "annotation", None)
+            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if parent is None:
+                break
+        valid = sorted(getattr(parent, "model_fields", {}) if parent else [])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else (f" (expected one of: {', '.join(valid)})" if valid else "")
+        return f"{source}: unknown key '{key}'{hint}"
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else f", got {got!r}"
+    return f"{source}: key '{key}': expected {_describe_expected(error)}{got_text}"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=value` pairs to a nested dict; values are parsed as YAML scalars so `n=2` is an int."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"command line: '{item}' is not key=value (e.g. out=/data/corpus)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"command line: '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # a comma-separated value stays a string: list fields split it themselves
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys.add(dotted)
+        if isinstance(value, dict):
+            keys |= _keys(value, dotted + ".")
+    return keys
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CorpusConfig:
+    """Load `path` (default: configs/default.yaml), apply `key=value` overrides and validate everything.
+
+    Raises ConfigError with a one-line message naming the file (or the command line) and the key.
+    """
+    source_path = Path(path) if path else DEFAULT_CONFIG
+    data = read_yaml(source_path) if (path or DEFAULT_CONFIG.exists()) else {}
+    cli_tree = parse_overrides(list(overrides or []))
+    cli_keys = _keys(cli_tree)
+    merged = _deep_merge(data, cli_tree)
+    try:
+        config = CorpusConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ()))
+        source = "command line" if any(key == k or key.startswith(k + ".") for k in cli_keys) else str(source_path)
+        message = _format_error(first, CorpusConfig, source)
+        extra = len(exc.errors()) - 1
+        if extra:
+            message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+        raise ConfigError(message) from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # raised by section validators that check paths
+        raise ConfigError(f"{source_path}: {exc}") from None
+    return config
+
+
+def dump_config(config: CorpusConfig) -> dict[str, Any]:
+    """A JSON-able dict of the full config, for manifests and the config hash."""
+    return config.model_dump(mode="json")

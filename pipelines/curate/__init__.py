@@ -1,0 +1,1 @@
+"""Curate stage: raw web shards -> extracted, language-identified, filtered, exact-deduplicated, scored Parquet."""

@@ -1,0 +1,257 @@
+"""DaskPipelineExecutor: datatrove pipelines on a Dask cluster, one rank per Dask task.
+
+datatrove ships Local, SLURM and Ray executors but none for Dask. This one keeps datatrove's contract so
+that everything built on it (completions, resumability, per-rank stats and logs) behaves as users of the
+other executors expect:
+
+* each rank runs on a freshly deserialised copy of the executor, so per-rank state (stats, open writers,
+  loaded models) never leaks from one rank into the next even when a worker process runs many ranks;
+* the logging dir has datatrove's layout (`completions/`, `logs/`, `stats/`, `stats.json`, `executor.json`);
+* completed ranks are skipped on rerun, and `stats.json` merges every rank, including those completed by an
+  earlier invocation;
+* a task lost with a dead worker is rescheduled by Dask itself (up to `distributed.scheduler.allowed-failures`
+  times), while an application error fails its rank at once (`retries=0`) and is reported with its log path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+from datatrove.executor.base import DistributedEnvVars, PipelineExecutor
+from datatrove.io import DataFolderLike
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.logging import logger
+from datatrove.utils.stats import PipelineStats
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+class RankFailed(RuntimeError):
+    """One or more ranks raised an application error; the message names each rank and its log file."""
+
+    def __init__(self, name: str, failures: dict[int, str], logging_dir: str):
+        self.failures = failures
+        lines = [
+            f"  rank {rank}: {error}  (log: {logging_dir}/logs/task_{rank:05d}.log)"
+            for rank, error in sorted(failures.items())
+        ]
+        super().__init__(f"{name}: {len(failures)} rank(s) failed:\n" + "\n".join(lines))
+
+
+def _run_rank_payload(payload: bytes, rank: int) -> str:
+    """Runs inside a Dask worker: unpickle a private copy of the executor and run one rank."""
+    executor: DaskPipelineExecutor = cloudpickle.loads(payload)
+    stats = executor._run_for_rank(rank)
+    return stats.to_json() if isinstance(stats, PipelineStats) else "[]"
+
+
+class DaskPipelineExecutor(PipelineExecutor):
+    """Run a datatrove pipeline with one Dask task per rank.
+
+    Args:
+        pipeline: datatrove steps and/or callables `(data, rank, world_size) -> data`.
+        tasks: number of ranks (the world size seen by readers that shard their inputs).
+        workers: at most this many ranks in flight at once; -1 means no limit beyond the cluster's slots.
+        logging_dir: datatrove logging folder (any fsspec path shared by the client and the workers).
+        depends: an executor whose ranks must all complete before this one starts; run first if needed.
+        skip_completed: skip ranks that have a completion marker from an earlier run.
+        client: a `distributed.Client`; when None, the current default client (`distributed.get_client`).
+        resources: Dask resources each rank requests, e.g. `{"GPU": 1}` for GPU stages.
+        name: shown in the progress bar and in the summary line.
+        progress: show a progress bar of ranks done out of total.
+    """
+
+    def __init__(
+        self,
+        pipeline: list[PipelineStep | Callable],
+        tasks: int = 1,
+        workers: int = -1,
+        logging_dir: DataFolderLike = None,
+        depends: DaskPipelineExecutor | None = None,
+        skip_completed: bool = True,
+        randomize_start_duration: int = 0,
+        client: Client | None = None,
+        resources: dict[str, float] | None = None,
+        name: str = "pipeline",
+        progress: bool = True,
+    ):
+        super().__init__(pipeline, logging_dir, skip_completed, randomize_start_duration)
+        if tasks < 1:
+            raise ValueError(f"tasks must be >= 1, got {tasks}")
+        self.tasks = tasks
+        self.workers = workers if workers != -1 else tasks
+        self.depends = depends
+        self.resources = dict(resources or {})
+        self.name = name
+        self.progress = progress
+        self._client = client
+        self._launched = False
+
+    # -- datatrove's abstract interface -------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        return self.tasks
+
+    def get_distributed_env(self, node_rank: int = -1) -> DistributedEnvVars:
+        return DistributedEnvVars(
+            datatrove_node_ips="localhost",
+            datatrove_cpus_per_task="1",
+            datatrove_mem_per_cpu="-1",
+            datatrove_gpus_on_node=str(int(self.resources.get("GPU", 0))),
+            datatrove_executor="DASK",
+        )
+
+    # -- pickling: the client and the parent job stay on the submitting side ------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["depends"] = None
+        return state
+
+    def to_json(self, indent: int = 4) -> str:  # datatrove's version mutates self.__dict__
+        return json.dumps(self._describe(), indent=indent, default=str)
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "executor": type(self).__name__,
+            "name": self.name,
+            "tasks": self.tasks,
+            "workers": self.workers,
+            "world_size": self.world_size,
+            "skip_completed": self.skip_completed,
+            "resources": self.resources,
+            "logging_dir": str(self.logging_dir.path),
+            "depends": str(self.depends.logging_dir.path) if self.depends else None,
+            "pipeline": [
+                {"step": str(step), **{k: v for k, v in vars(step).items() if k != "stats"}}
+                if isinstance(step, PipelineStep)
+                else {"step": getattr(step, "__name__", repr(step))}
+                for step in self.pipeline
+            ],
+        }
+
+    def save_executor_as_json(self, indent: int = 4) -> None:
+        with self.logging_dir.open("executor.json", "w") as f:
+            f.write(self.to_json(indent=indent))
+
+    # -- running ------------------------------------------------------------------------------------------
+    def _get_client(self) -> Client:
+        if self._client is None:
+            from distributed import get_client
+
+            self._client = get_client()
+        return self._client
+
+    def run(self) -> PipelineStats:
+        """Run every incomplete rank; return the merged stats of all ranks (this run and earlier ones)."""
+        if self.depends is not None:
+            if self.depends._client is None:
+                self.depends._client = self._client
+            if not self.depends._launched:
+                logger.info(f"{self.name}: running dependency {self.depends.name} first")
+                self.depends.run()
+            incomplete = self.depends.get_incomplete_ranks(skip_completed=True)
+            if incomplete:
+                raise RuntimeError(
+                    f"{self.name}: dependency {self.depends.name} left {len(incomplete)} incomplete rank(s): "
+                    f"{incomplete[:10]}"
+                )
+        self._launched = True
+        start = time.perf_counter()
+        ranks = self.get_incomplete_ranks()
+        skipped = self.world_size - len(ranks)
+        if not ranks:
+            stats = self.merge_stats()
+            logger.info(f"{self.name}: all {self.world_size} ranks already complete; nothing to run")
+            self._summary(start, ran=0, skipped=skipped, failed=0)
+            return stats
+
+        self.save_executor_as_json()
+        client = self._get_client()
+        payload = cloudpickle.dumps(self)
+        token = uuid.uuid4().hex[:8]
+        failures: dict[int, str] = {}
+        pending = list(ranks)
+        in_flight = {}
+
+        from distributed import as_completed
+
+        def submit(rank: int):
+            return client.submit(
+                _run_rank_payload,
+                payload,
+                rank,
+                key=f"{self.name}-rank{rank:05d}-{token}",
+                pure=False,
+                retries=0,
+                resources=self.resources or None,
+            )
+
+        bar = tqdm(
+            total=self.world_size,
+            initial=skipped,
+            desc=f"{self.name} ranks",
+            unit="rank",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            queue = as_completed()
+            while pending and len(in_flight) < self.workers:
+                rank = pending.pop(0)
+                future = submit(rank)
+                in_flight[future.key] = rank
+                queue.add(future)
+            for future in queue:
+                rank = in_flight.pop(future.key)
+                if future.status == "error":
+                    error = future.exception()
+                    failures[rank] = f"{type(error).__name__}: {error}"
+                    logger.error(
+                        f"{self.name}: rank {rank} failed ({failures[rank]}); "
+                        f"log: {self.logging_dir.path}/logs/task_{rank:05d}.log"
+                    )
+                bar.update(1)
+                bar.set_postfix(failed=len(failures)) if failures else None
+                future.release()
+                if pending:
+                    nxt = pending.pop(0)
+                    new = submit(nxt)
+                    in_flight[new.key] = nxt
+                    queue.add(new)
+        finally:
+            bar.close()
+        stats = self.merge_stats()
+        self._summary(start, ran=len(ranks) - len(failures), skipped=skipped, failed=len(failures))
+        if failures:
+            raise RankFailed(self.name, failures, str(self.logging_dir.path))
+        return stats
+
+    def merge_stats(self) -> PipelineStats:
+        """Merge `stats/*.json` of every completed rank into `stats.json`, as datatrove's executors do."""
+        total = PipelineStats()
+        for rank in range(self.world_size):
+            path = f"stats/{rank:05d}.json"
+            if self.logging_dir.isfile(path):
+                with self.logging_dir.open(path, "r") as f:
+                    total += PipelineStats.from_json(json.load(f))
+        with self.logging_dir.open("stats.json", "wt") as f:
+            total.save_to_disk(f)
+        return total
+
+    def _summary(self, start: float, ran: int, skipped: int, failed: int) -> None:
+        elapsed = time.perf_counter() - start
+        done = self.world_size - len(self.get_incomplete_ranks(skip_completed=True))
+        logger.log(
+            "SUCCESS" if not failed else "ERROR",
+            f"{self.name}: {done}/{self.world_size} ranks complete "
+            f"({ran} ran, {skipped} skipped as already complete, {failed} failed) in {elapsed:.1f}s; "
+            f"stats: {self.logging_dir.path}/stats.json",
+        )

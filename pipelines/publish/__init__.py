@@ -1,0 +1,1 @@
+"""Versioned, verified, atomic publishing; incremental refresh; the run lock and the input state store."""
