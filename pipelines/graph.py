@@ -46,4 +46,8 @@ def run_graph(config: CorpusConfig, run_id: str | None = None) -> dict[str, Any]
         ctx.results["mix"] = run_mix(ctx)
         ctx.results["synthesize"] = run_synthesize(ctx)
         version = publish_run(ctx)
+    finished = config.work_dir / "done" / f"{run_id}-{version}"
+    finished.parent.mkdir(parents=True, exist_ok=True)
+    ctx.work.rename(finished)  # keeps the logs; the next identical `corpus run` starts a fresh version
+    logger.info(f"run {run_id}: logs and intermediates kept in {finished}")
     return {"run_id": run_id, "version": version, "seconds": round(time.time() - start, 1), **ctx.results}

@@ -1,0 +1,86 @@
+"""Config validation: typos and wrong types fail before any work, naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import DEFAULT_CONFIG, ConfigError, CorpusConfig, load_config, read_yaml
+
+CORPUS = str(Path(sys.executable).with_name("corpus"))
+
+
+def test_default_yaml_matches_builtin_defaults():
+    """configs/default.yaml documents the defaults; it must never drift from the models."""
+    from_file = load_config(DEFAULT_CONFIG)
+    assert from_file.model_dump() == CorpusConfig().model_dump()
+    assert read_yaml(DEFAULT_CONFIG), "default.yaml should spell the defaults out"
+
+
+def test_overrides_are_typed_and_nested():
+    config = load_config(None, ["cluster.n_workers=3", "out=/tmp/x", "input=a/*.jsonl,b", "strict=true"])
+    assert config.cluster.n_workers == 3
+    assert config.out == Path("/tmp/x")
+    assert config.input == ["a/*.jsonl", "b"]
+    assert config.strict is True
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cluster:\n  n_wrkers: 2\n", "unknown key 'cluster.n_wrkers' (did you mean 'n_workers'?)"),
+        ("clustr:\n  n_workers: 2\n", "unknown key 'clustr' (did you mean 'cluster'?)"),
+        ("cluster:\n  n_workers: two\n", "key 'cluster.n_workers': expected an integer, got 'two'"),
+        ("cluster:\n  kind: kubernetes\n", "key 'cluster.kind': expected one of 'local', 'address' or 'slurm'"),
+        ("strict: maybe\n", "key 'strict': expected true or false, got 'maybe'"),
+        ("cluster: [1, 2]\n", "key 'cluster': expected a mapping"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert expected in str(info.value)
+
+
+def test_override_errors_name_the_command_line():
+    with pytest.raises(ConfigError, match=r"^command line: key 'cluster.n_workers': expected an integer"):
+        load_config(None, ["cluster.n_workers=lots"])
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load_config(None, ["cluster.n_workers"])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("cluster:\n  n_workers: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: line \d+: invalid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override", ["cluster.n_wrkers=2", "cluster.n_workers=two"])
+def test_cli_exits_nonzero_with_one_line(tmp_path, override):
+    result = subprocess.run(
+        [CORPUS, "run", f"out={tmp_path}", override], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cluster.n_w" in lines[0] and lines[0].startswith("config error: command line:")
+    assert not (tmp_path / "work").exists(), "no work may start on a bad config"
+
+
+def test_cli_bad_config_file(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("out: somewhere\ncurate:\n  langauges: [en]\n")
+    result = subprocess.run([CORPUS, "run", "-c", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: {path}: unknown key 'curate.langauges' (did you mean 'languages'?)"
+    )
