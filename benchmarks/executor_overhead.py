@@ -22,10 +22,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WORDS = (
-    "kindness respect people community help listen understand support reason evidence fair honest neighbour "
-    "garden library volunteer school river city council meeting question answer together patience"
-).split()
+WORDS = [
+    "kindness",
+    "respect",
+    "people",
+    "community",
+    "help",
+    "listen",
+    "understand",
+    "support",
+    "reason",
+    "evidence",
+    "fair",
+    "honest",
+    "neighbour",
+    "garden",
+    "library",
+    "volunteer",
+    "school",
+    "river",
+    "city",
+    "council",
+    "meeting",
+    "question",
+    "answer",
+    "together",
+    "patience",
+]
 
 
 def make_inputs(folder: Path, docs: int, files: int, seed: int = 0) -> None:
@@ -59,7 +82,9 @@ def run_local(inp: Path, work: Path, tasks: int) -> float:
     from datatrove.executor import LocalPipelineExecutor
 
     start = time.perf_counter()
-    LocalPipelineExecutor(pipeline(inp, work / "out"), tasks=tasks, workers=2, logging_dir=str(work / "logs")).run()
+    LocalPipelineExecutor(
+        pipeline(inp, work / "out"), tasks=tasks, workers=2, logging_dir=str(work / "logs")
+    ).run()
     return time.perf_counter() - start
 
 
@@ -68,7 +93,11 @@ def run_dask(inp: Path, work: Path, tasks: int, client) -> float:
 
     start = time.perf_counter()
     DaskPipelineExecutor(
-        pipeline(inp, work / "out"), tasks=tasks, logging_dir=str(work / "logs"), client=client, progress=False
+        pipeline(inp, work / "out"),
+        tasks=tasks,
+        logging_dir=str(work / "logs"),
+        client=client,
+        progress=False,
     ).run()
     return time.perf_counter() - start
 

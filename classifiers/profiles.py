@@ -26,8 +26,12 @@ class Tier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    min_score: float = Field(ge=0.0, le=1.0, description="Documents with prosocial >= min_score fall in this tier.")
-    factor: float = Field(ge=0.0, description="Upsampling factor (copies per document, before the epoch cap); 0 drops.")
+    min_score: float = Field(
+        ge=0.0, le=1.0, description="Documents with prosocial >= min_score fall in this tier."
+    )
+    factor: float = Field(
+        ge=0.0, description="Upsampling factor (copies per document, before the epoch cap); 0 drops."
+    )
 
 
 class Profile(BaseModel):
@@ -36,7 +40,16 @@ class Profile(BaseModel):
     name: str
     description: str = ""
     weights: dict[str, float] = Field(description="Weight per dimension; the aggregate is the weighted mean.")
-    tiers: list[Tier] = Field(description="Highest threshold first; a document takes the first tier it reaches.")
+    tiers: list[Tier] = Field(
+        description="Highest threshold first; a document takes the first tier it reaches."
+    )
+    top_tier_share: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Share of mixture tokens the top tier should supply; the mix stage solves the factors for it "
+        "(None: use the factors as written, or mix.top_tier_share).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Profile:

@@ -8,4 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class ClassifierSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    bundle: str = Field("default", description="Model bundle folder, or 'default' for the bundle `make classifier` builds.")
+    bundle: str = Field(
+        "default", description="Model bundle folder, or 'default' for the bundle `make classifier` builds."
+    )
+    batch_size: int = Field(
+        512,
+        ge=1,
+        description="Documents per batched predict in the scoring step (classifiers.scoring.ProsocialScorer).",
+    )

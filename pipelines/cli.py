@@ -16,7 +16,10 @@ from pipelines.config import ConfigError
 # command -> (module, one-line help). Nested tables are command groups.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "run": ("pipelines.commands.run", "run the full stage graph (curate, dedup, mix, synthesize, publish)"),
-    "refresh": ("pipelines.publish.refresh", "incremental, idempotent run on new inputs only; publishes a version"),
+    "refresh": (
+        "pipelines.publish.refresh",
+        "incremental, idempotent run on new inputs only; publishes a version",
+    ),
     "verify": ("pipelines.publish.verify", "re-check a published version against its manifest"),
     "synth": ("pipelines.synthesize", "run the synthetic dialogue stage alone"),
     "score": ("classifiers.score_cli", "score JSONL {id,text} lines with a classifier bundle"),

@@ -28,16 +28,18 @@ class SlurmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue: str | None = None
-    account: str | None = None
+    queue: str | None = Field(None, description="SLURM partition (sbatch -p).")
+    account: str | None = Field(None, description="SLURM account (sbatch -A).")
     cores: int = Field(8, ge=1, description="Cores per SLURM job; one single-threaded worker process each.")
-    memory: str = "32GB"
-    walltime: str = "24:00:00"
+    memory: str = Field("32GB", description="Memory per SLURM job, shared by its workers.")
+    walltime: str = Field("24:00:00", description="Time limit per SLURM job.")
     jobs: int = Field(1, ge=1, description="SLURM jobs to start (scale).")
     gpus_per_job: int = Field(0, ge=0, description="GPUs per job; each worker then advertises GPU=1.")
-    job_extra_directives: list[str] = Field(default_factory=list)
-    job_script_prologue: list[str] = Field(default_factory=list, description="e.g. ['source .venv/bin/activate']")
-    local_directory: str | None = None
+    job_extra_directives: list[str] = Field(default_factory=list, description="Extra #SBATCH lines.")
+    job_script_prologue: list[str] = Field(
+        default_factory=list, description="e.g. ['source .venv/bin/activate']"
+    )
+    local_directory: str | None = Field(None, description="Node-local scratch folder for the workers.")
 
 
 class ClusterConfig(BaseModel):
@@ -46,8 +48,12 @@ class ClusterConfig(BaseModel):
     kind: Literal["local", "address", "slurm"] = Field("local", description="Where Dask workers come from.")
     n_workers: int = Field(2, ge=1, description="LocalCluster worker processes (one thread each).")
     memory_limit: str = Field("auto", description="Per-worker memory limit of the LocalCluster, e.g. '4GB'.")
-    gpus_per_worker: int = Field(0, ge=0, description="LocalCluster: GPUs each worker advertises as resource GPU.")
-    address: str | None = Field(None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.5:8786.")
+    gpus_per_worker: int = Field(
+        0, ge=0, description="LocalCluster: GPUs each worker advertises as resource GPU."
+    )
+    address: str | None = Field(
+        None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.5:8786."
+    )
     dashboard_address: str = Field("127.0.0.1:0", description="LocalCluster dashboard bind address.")
     local_directory: str | None = Field(None, description="Worker scratch folder (default: Dask's).")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
@@ -75,7 +81,8 @@ def _local_cluster(config: ClusterConfig):
     )
 
 
-def _slurm_cluster(config: ClusterConfig):
+def slurm_cluster(config: ClusterConfig, scale: bool = True):
+    """A dask-jobqueue SLURMCluster; `scale=False` builds it without submitting jobs (to inspect the script)."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
@@ -100,14 +107,15 @@ def _slurm_cluster(config: ClusterConfig):
         worker_extra_args=worker_extra_args,
         local_directory=s.local_directory,
     )
-    cluster.scale(jobs=s.jobs)
+    if scale:
+        cluster.scale(jobs=s.jobs)
     return cluster
 
 
 @contextlib.contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
     """Yield a `distributed.Client` for the configured cluster and tear down what we started."""
-    from distributed import Client  # noqa: F811 - runtime import of the TYPE_CHECKING name
+    from distributed import Client
 
     configure_dask()
     if config.kind == "address":
@@ -116,7 +124,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
         with Client(config.address) as client:
             yield client
         return
-    cluster = _local_cluster(config) if config.kind == "local" else _slurm_cluster(config)
+    cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
     try:
         with Client(cluster) as client:
             yield client

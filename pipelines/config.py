@@ -40,7 +40,9 @@ class CorpusConfig(BaseModel):
         default_factory=lambda: ["examples/demo"],
         description="Input globs or folders (any fsspec URL). A comma-separated string is accepted too.",
     )
-    strict: bool = Field(False, description="Fail on the first bad input (naming file and offset) instead of counting it.")
+    strict: bool = Field(
+        False, description="Fail on the first bad input (naming file and offset) instead of counting it."
+    )
     profile: list[str] = Field(
         default_factory=lambda: ["default"],
         description="Profile names (configs/profiles/NAME.yaml) or YAML paths; the first one scores `prosocial`.",
@@ -108,12 +110,18 @@ def _format_error(error: dict[str, Any], model: type[BaseModel], source: str) ->
         for part in loc[:-1]:
             field = getattr(parent, "model_fields", {}).get(part)
             annotation = getattr(field, "annotation", None)
-            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            parent = (
+                annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            )
             if parent is None:
                 break
         valid = sorted(getattr(parent, "model_fields", {}) if parent else [])
         close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else (f" (expected one of: {', '.join(valid)})" if valid else "")
+        hint = (
+            f" (did you mean '{close[0]}'?)"
+            if close
+            else (f" (expected one of: {', '.join(valid)})" if valid else "")
+        )
         return f"{source}: unknown key '{key}'{hint}"
     got = error.get("input")
     got_text = "" if isinstance(got, dict) else f", got {got!r}"
@@ -207,7 +215,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first.get("loc", ()))
-        source = "command line" if any(key == k or key.startswith(k + ".") for k in cli_keys) else str(source_path)
+        source = (
+            "command line" if any(key == k or key.startswith(k + ".") for k in cli_keys) else str(source_path)
+        )
         message = _format_error(first, CorpusConfig, source)
         extra = len(exc.errors()) - 1
         if extra:

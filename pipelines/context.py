@@ -27,6 +27,7 @@ class RunContext:
     run_id: str
     started: float = field(default_factory=time.time)
     results: dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"  # "full" (`corpus run`: every input) or "refresh" (`corpus refresh`: new inputs only)
 
     @property
     def out(self) -> Path:

@@ -66,6 +66,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         resources: Dask resources each rank requests, e.g. `{"GPU": 1}` for GPU stages.
         name: shown in the progress bar and in the summary line.
         progress: show a progress bar of ranks done out of total.
+        fail_fast: on the first failed rank, cancel the ranks in flight and submit no more (strict runs).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         resources: dict[str, float] | None = None,
         name: str = "pipeline",
         progress: bool = True,
+        fail_fast: bool = False,
     ):
         super().__init__(pipeline, logging_dir, skip_completed, randomize_start_duration)
         if tasks < 1:
@@ -91,6 +93,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         self.resources = dict(resources or {})
         self.name = name
         self.progress = progress
+        self.fail_fast = fail_fast
         self._client = client
         self._launched = False
 
@@ -218,6 +221,9 @@ class DaskPipelineExecutor(PipelineExecutor):
                         f"{self.name}: rank {rank} failed ({failures[rank]}); "
                         f"log: {self.logging_dir.path}/logs/task_{rank:05d}.log"
                     )
+                    if self.fail_fast:
+                        pending.clear()
+                        client.cancel([f for f in queue.futures if f.key != future.key])
                 bar.update(1)
                 bar.set_postfix(failed=len(failures)) if failures else None
                 future.release()

@@ -16,7 +16,9 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def local_wheel_dirs() -> list[Path]:
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    ).stdout
     dirs: list[Path] = []
     for line in out.splitlines():
         key, _, value = line.partition("=")

@@ -20,6 +20,15 @@ def test_default_yaml_matches_builtin_defaults():
     assert read_yaml(DEFAULT_CONFIG), "default.yaml should spell the defaults out"
 
 
+def test_default_yaml_is_regenerated():
+    """configs/default.yaml is generated from the models' defaults and descriptions: never stale."""
+    import subprocess
+
+    script = Path(__file__).parents[1] / "scripts" / "write_default_config.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_overrides_are_typed_and_nested():
     config = load_config(None, ["cluster.n_workers=3", "out=/tmp/x", "input=a/*.jsonl,b", "strict=true"])
     assert config.cluster.n_workers == 3
@@ -34,7 +43,10 @@ def test_overrides_are_typed_and_nested():
         ("cluster:\n  n_wrkers: 2\n", "unknown key 'cluster.n_wrkers' (did you mean 'n_workers'?)"),
         ("clustr:\n  n_workers: 2\n", "unknown key 'clustr' (did you mean 'cluster'?)"),
         ("cluster:\n  n_workers: two\n", "key 'cluster.n_workers': expected an integer, got 'two'"),
-        ("cluster:\n  kind: kubernetes\n", "key 'cluster.kind': expected one of 'local', 'address' or 'slurm'"),
+        (
+            "cluster:\n  kind: kubernetes\n",
+            "key 'cluster.kind': expected one of 'local', 'address' or 'slurm'",
+        ),
         ("strict: maybe\n", "key 'strict': expected true or false, got 'maybe'"),
         ("cluster: [1, 2]\n", "key 'cluster': expected a mapping"),
     ],
@@ -84,3 +96,25 @@ def test_cli_bad_config_file(tmp_path):
     assert result.stderr.strip() == (
         f"config error: {path}: unknown key 'curate.langauges' (did you mean 'languages'?)"
     )
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_shipped_configs_validate(path):
+    load_config(path)
+
+
+def test_slurm_job_script_has_single_threaded_non_daemonic_gpu_workers():
+    from pipelines.cluster import ClusterConfig, slurm_cluster
+
+    config = ClusterConfig.model_validate(
+        {"kind": "slurm", "slurm": {"cores": 4, "memory": "8GB", "gpus_per_job": 2, "queue": "gpu"}}
+    )
+    cluster = slurm_cluster(config, scale=False)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:2" in script
+    assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
+    assert "--nthreads 1" in script and "--nworkers 4" in script
+    assert "--resources GPU=1" in script

@@ -22,7 +22,9 @@ def write_inputs(folder: Path, files: int, docs_per_file=lambda i: 20) -> int:
     for i in range(files):
         with open(folder / f"part-{i:03d}.jsonl", "w") as f:
             for j in range(docs_per_file(i)):
-                f.write(json.dumps({"id": f"{i}-{j}", "text": f"document {i} {j} about kindness " * 3}) + "\n")
+                f.write(
+                    json.dumps({"id": f"{i}-{j}", "text": f"document {i} {j} about kindness " * 3}) + "\n"
+                )
                 total += 1
     return total
 
@@ -135,7 +137,11 @@ def test_per_rank_stats_do_not_leak(dask_client, tmp_path):
     write_inputs(tmp_path / "in", 4, docs_per_file=lambda i: 5 * (i + 1))
     logs = tmp_path / "logs"
     DaskPipelineExecutor(
-        [JsonlReader(str(tmp_path / "in")), LambdaFilter(lambda doc: True), ParquetWriter(str(tmp_path / "out"))],
+        [
+            JsonlReader(str(tmp_path / "in")),
+            LambdaFilter(lambda doc: True),
+            ParquetWriter(str(tmp_path / "out")),
+        ],
         tasks=4,
         workers=1,
         logging_dir=str(logs),

@@ -51,7 +51,17 @@ def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
     common = ["--no-dashboard"]
     procs = [
         subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", str(scheduler_file), *common],
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--scheduler-file",
+                str(scheduler_file),
+                *common,
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -64,8 +74,22 @@ def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
         for name in ("w1", "w2"):
             procs.append(
                 subprocess.Popen(
-                    [DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
-                     "--name", name, "--local-directory", str(tmp_path / name), *common],
+                    [
+                        DASK,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--name",
+                        name,
+                        "--local-directory",
+                        str(tmp_path / name),
+                        *common,
+                    ],
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -1,22 +1,28 @@
-"""`corpus run [-c CONFIG] [key=value ...]`: the full stage graph on the configured cluster."""
+"""`corpus run [-c CONFIG] [key=value ...]`: the full stage graph on the configured cluster.
+
+A full rebuild from every input; after publishing it resets the state store (`OUT/state/`) that `corpus refresh`
+extends. It holds the same lock as a refresh, so the two never interleave. Exit codes as `corpus refresh`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-
-from pipelines.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="level of the log on stderr (the run folder's is INFO)"
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="print the JSON summary on one line (log files)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
-    from pipelines.graph import run_graph
+    from pipelines.publish.refresh import run_command
 
-    summary = run_graph(config)
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return run_command(args, "full")

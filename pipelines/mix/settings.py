@@ -8,5 +8,25 @@ from pydantic import BaseModel, ConfigDict, Field
 class MixConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    max_epochs: int = Field(4, ge=1, description="Hard cap on copies of one document (Muennighoff et al. 2023).")
-    seed: int = Field(0, description="Seed of the deterministic shuffle.")
+    max_epochs: int = Field(
+        4, ge=1, description="Hard cap on copies of one document (Muennighoff et al. 2023)."
+    )
+    seed: int = Field(0, description="Seed of the deterministic shuffle and of the fractional-copy choice.")
+    token_budget: int | None = Field(
+        None,
+        gt=0,
+        description="Mixture size in tokens; tier factors are scaled to reach it (None: profile factors).",
+    )
+    top_tier_share: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Share of mixture tokens from the top tier, for profiles that set none (None: from factors).",
+    )
+    shard_mb: float = Field(
+        256.0, gt=0, description="Target uncompressed size of one output Parquet shard, in MB (estimated)."
+    )
+    row_group_rows: int = Field(10_000, ge=1, description="Rows per Parquet row group in the output shards.")
+    blocksize: str = Field(
+        "64MB", description="Input partition size for Dask's read_parquet (bounds the memory of one task)."
+    )

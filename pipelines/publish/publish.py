@@ -2,16 +2,21 @@
 
 Readers only ever see complete versions. The staged folder lives under `OUT/work/` on the same filesystem,
 so moving it into `OUT/versions/` is a single rename; `latest` is a relative symlink replaced with
-`os.replace`, which is atomic on POSIX. A crash before the rename leaves the staging folder for the next run
-to finish; a crash between the rename and the flip leaves a complete, verifiable version that `latest` does
-not point at yet, and the next publish simply moves past it.
+`os.replace`, which is atomic on POSIX.
+
+A run writes its intent (`journal.json`, phase `publishing`, with the version id and what to commit to the state
+store afterwards) before the rename, so every crash has a defined repair:
+- before the rename: the staging folder is still there; the rerun rebuilds stats and manifest and publishes;
+- between the rename and the flip: `versions/<id>` is complete and verified but `latest` still points at the
+  previous version; `finish_interrupted` flips it (the version was verified before it was renamed);
+- after the flip: only the journal's phase and the state commit are left, and both are idempotent.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,9 @@ from typing import Any
 from datatrove.utils.logging import logger
 
 from pipelines.context import RunContext
+from pipelines.publish.faults import fault_point
 from pipelines.publish.manifest import code_version, verify_version, write_manifest
+from pipelines.publish.state import read_journal, write_journal
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 
@@ -28,13 +35,18 @@ def versions_dir(out: Path) -> Path:
     return Path(out) / "versions"
 
 
+def version_number(version: str | None) -> int:
+    match = VERSION_RE.match(version or "")
+    return int(match.group(1)) if match else 0
+
+
 def list_versions(out: Path) -> list[str]:
     """Published version ids, oldest first (temporary and half-moved folders are not versions)."""
     folder = versions_dir(out)
     if not folder.is_dir():
         return []
     ids = [p.name for p in folder.iterdir() if p.is_dir() and VERSION_RE.match(p.name)]
-    return sorted(ids, key=lambda v: int(VERSION_RE.match(v).group(1)))
+    return sorted(ids, key=version_number)
 
 
 def latest_version(out: Path) -> str | None:
@@ -46,7 +58,7 @@ def latest_version(out: Path) -> str | None:
 
 
 def next_version_id(out: Path) -> str:
-    numbers = [int(VERSION_RE.match(v).group(1)) for v in list_versions(out)]
+    numbers = [version_number(v) for v in list_versions(out)]
     return f"v{max(numbers, default=0) + 1}"
 
 
@@ -60,11 +72,34 @@ def flip_latest(out: Path, version: str) -> None:
     os.replace(tmp, out / "latest")
 
 
-def publish_folder(out: Path, staging: Path, meta: dict[str, Any]) -> str:
-    """Manifest + verify `staging`, rename it to the next `versions/<id>`, flip `latest`; return the id."""
+def purge_temp_entries(root: Path) -> list[str]:
+    """Remove `.name` entries (temp files and folders of writers killed mid-write) before describing a version.
+
+    By the project's convention every writer writes `.<name>.tmp-*` and renames, so a dot entry is never part
+    of a version; left in place it would be listed in the manifest and published.
+    """
+    removed = []
+    for path in sorted(root.rglob(".*"), key=lambda p: -len(p.parts)):
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.relative_to(root).as_posix())
+    if removed:
+        logger.warning(f"{root}: removed temp entries of an interrupted writer: {removed[:10]}")
+    return removed
+
+
+def publish_folder(out: Path, staging: Path, meta: dict[str, Any], version: str | None = None) -> str:
+    """Manifest + verify `staging`, rename it to `versions/<version>` (default: the next id), flip `latest`."""
     out = Path(out)
     versions_dir(out).mkdir(parents=True, exist_ok=True)
-    version = next_version_id(out)
+    version = version or next_version_id(out)
+    target = versions_dir(out) / version
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; versions are immutable")
     meta = {
         "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -72,30 +107,103 @@ def publish_folder(out: Path, staging: Path, meta: dict[str, Any]) -> str:
         "code": code_version(),
         **meta,
     }
+    purge_temp_entries(staging)
     write_manifest(staging, meta)
     verify_version(staging)
-    target = versions_dir(out) / version
+    fault_point("publish_before_rename")
     os.rename(staging, target)  # same filesystem: atomic, and never onto an existing version
+    fault_point("publish_after_rename")
     flip_latest(out, version)
+    fault_point("publish_after_flip")
     logger.success(f"published {target} (latest -> {version})")
     return version
 
 
-def publish_run(ctx: RunContext) -> str:
-    """Publish what the stages staged for this run and record the version in the run's work folder."""
-    from pipelines.graph import config_hash
+def finish_interrupted(out: Path, work: Path, journal: dict[str, Any]) -> dict[str, Any]:
+    """Complete a publish that was killed after its intent was written; return the (updated) journal.
 
-    done_marker = ctx.work / "published.json"
-    if done_marker.is_file():  # a rerun after a crash between publishing and cleanup
-        return json.loads(done_marker.read_text())["version"]
+    Phase `publishing` with `versions/<id>` in place and the staging folder gone means the rename happened:
+    flip `latest` (unless it already points at this or a newer version). With the staging folder still there,
+    the rename did not happen; the caller reruns the stages (they resume) and publishes again.
+    """
+    if journal.get("phase") != "publishing":
+        return journal
+    version = journal["version"]
+    staged = Path(work) / "version"
+    if (versions_dir(out) / version).is_dir() and not staged.exists():
+        if version_number(latest_version(out)) < version_number(version):
+            flip_latest(out, version)
+            logger.warning(f"finished interrupted publish of {version} (latest -> {version})")
+        journal = {**journal, "phase": "published"}
+        write_journal(work, journal)
+    return journal
+
+
+def publish_run(ctx: RunContext, commit: dict[str, Any] | None = None) -> str:
+    """Publish what the stages staged for this run; journal the intent and what to commit afterwards.
+
+    `commit` is what `pipelines.publish.state.commit_state` needs once the version is live (kept shards, staged
+    index, inputs, ...). Returns the version id.
+    """
+    from pipelines.graph import config_hash
+    from pipelines.stats.card import write_card
+    from pipelines.stats.tables import write_stats
+
+    journal = read_journal(ctx.work)
+    if journal is not None:
+        journal = finish_interrupted(ctx.out, ctx.work, journal)
+        if journal["phase"] in ("published", "committed"):
+            return journal["version"]
     ctx.staging.mkdir(parents=True, exist_ok=True)
+    version = next_version_id(ctx.out)
+    ctx.results["stats"] = write_stats(ctx)  # stats/ and the card go into the manifest like the data
+    write_card(ctx)
+    results = _jsonable(ctx.results)
     meta = {
         "run_id": ctx.run_id,
+        "mode": ctx.mode,
         "config_hash": config_hash(ctx.config),
         "config": ctx.config.model_dump(mode="json"),
-        "results": ctx.results,
+        "results": results,
     }
-    version = publish_folder(ctx.out, ctx.staging, meta)
-    done_marker.write_text(json.dumps({"version": version}))
+    journal = {
+        "phase": "publishing",
+        "version": version,
+        "run_id": ctx.run_id,
+        "mode": ctx.mode,
+        "commit": commit or {},
+        "results": results,
+    }
+    write_journal(ctx.work, journal)
+    publish_folder(ctx.out, ctx.staging, meta, version=version)
+    write_journal(ctx.work, {**journal, "phase": "published"})
     return version
 
+
+def _jsonable(data: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(data, default=str))
+
+
+def apply_retention(out: Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond `keep`, never the one `latest` points at; return what was removed.
+
+    A version is first renamed out of the `v<N>` namespace, then deleted, so a crash mid-delete never leaves
+    a half-deleted folder that looks like a version.
+    """
+    versions = list_versions(out)
+    current = latest_version(out)
+    removable = [v for v in versions if v != current]
+    excess = len(versions) - keep
+    removed = []
+    for version in removable[: max(excess, 0)]:
+        trash = versions_dir(out) / f".trash-{version}-{os.getpid()}"
+        os.rename(versions_dir(out) / version, trash)
+        shutil.rmtree(trash)
+        removed.append(version)
+    for leftover in versions_dir(out).glob(".trash-*"):  # from a crash during an earlier retention
+        shutil.rmtree(leftover, ignore_errors=True)
+    if removed:
+        logger.info(f"retention (keep {keep}): removed {', '.join(removed)}")
+    return removed

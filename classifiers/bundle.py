@@ -1,0 +1,299 @@
+"""The model bundle: a folder with one fastText model per dimension, `manifest.json` and a model card.
+
+Used by curate (the scoring step), synthetic (checking dialogues) and mix. Loading checks every file before
+fastText sees it, because fastText aborts the process (a C++ crash, no Python exception) on some truncated
+or foreign files: existence, the fastText magic number, and the sha256 the manifest recorded. A problem
+becomes a `BundleError` that names the path.
+
+`bundle.version` is a content hash (of the manifest, which holds every model file's sha256), recorded in
+every scored document as `classifier_version`.
+
+Scoring: texts are normalised exactly as in training (classifiers.normalize, version checked), split into
+windows of `chunk_words` tokens, every chunk is scored by every dimension's model in one batched predict,
+chunk probabilities are calibrated (Platt, fitted on a held-out calibration split at training time) and
+aggregated per document with the method the manifest names (chosen by experiment; see evaluate.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.normalize import NORMALIZATION_VERSION, chunk_tokens, normalize_tokens
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz file
+POSITIVE_LABEL = "__label__1"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be used: missing folder, bad manifest, missing or corrupt model file."""
+
+
+def default_bundle_path() -> Path:
+    """The shipped default bundle (`make classifier` rebuilds it); `PROSOCIAL_BUNDLE` overrides."""
+    return Path(os.environ.get("PROSOCIAL_BUNDLE", DEFAULT_BUNDLE))
+
+
+def resolve_bundle_path(name_or_path: str | Path | None) -> Path:
+    """'default' (or None/empty) -> default_bundle_path(); anything else is a folder path."""
+    if name_or_path in (None, "", "default"):
+        return default_bundle_path()
+    return Path(name_or_path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_version(manifest: dict[str, Any]) -> str:
+    """Content hash of a manifest (which pins each model file by sha256)."""
+    body = {k: v for k, v in manifest.items() if k != "version"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def check_model_file(path: Path, expected_sha256: str | None = None) -> None:
+    """Raise BundleError unless `path` looks like an intact fastText model (before fastText reads it)."""
+    if not path.is_file():
+        raise BundleError(f"model file missing: {path}")
+    size = path.stat().st_size
+    if size < 16:
+        raise BundleError(f"model file truncated or empty ({size} bytes): {path}")
+    with open(path, "rb") as handle:
+        magic = int.from_bytes(handle.read(4), "little", signed=True)
+    if magic != FASTTEXT_MAGIC:
+        raise BundleError(f"not a fastText model (bad magic number): {path}")
+    if expected_sha256 and sha256_file(path) != expected_sha256:
+        raise BundleError(f"model file corrupt (sha256 differs from {MANIFEST}): {path}")
+
+
+def load_fasttext(path: Path, expected_sha256: str | None = None):
+    """fastText `load_model` behind the file checks, with its stderr warning silenced."""
+    import fasttext
+
+    check_model_file(path, expected_sha256)
+    fasttext.FastText.eprint = lambda *args, **kwargs: None  # "load_model does not return WordVectorModel"
+    try:
+        return fasttext.load_model(str(path))
+    except Exception as exc:  # ValueError / RuntimeError from the C++ loader
+        raise BundleError(f"fastText cannot load {path}: {exc}") from None
+
+
+def aggregate(chunk_scores: np.ndarray, offsets: np.ndarray, method: dict[str, Any]) -> np.ndarray:
+    """Per-document score from per-chunk scores; `offsets[i]` is the first chunk of document i.
+
+    Methods: `mean`; `min`; `mean_min` (weight w: (1-w)*mean + w*min, so one bad chunk pulls a page down
+    but a long good page is not judged by its worst sentence alone).
+    """
+    kind = method.get("method", "mean")
+    counts = np.diff(np.append(offsets, len(chunk_scores)))
+    mean = np.add.reduceat(chunk_scores, offsets) / counts
+    if kind == "mean":
+        return mean
+    low = np.minimum.reduceat(chunk_scores, offsets)
+    if kind == "min":
+        return low
+    if kind == "mean_min":
+        weight = float(method.get("weight", 0.5))
+        return (1.0 - weight) * mean + weight * low
+    raise BundleError(f"unknown aggregation method {kind!r} (expected mean, min, mean_min)")
+
+
+def length_feature(lines: Sequence[str], max_len: int) -> np.ndarray:
+    """log(1 + tokens) per normalised line, capped at `max_len` tokens (the chunk size)."""
+    counts = np.fromiter(
+        (line.count(" ") + 1 if line else 0 for line in lines), dtype=np.float64, count=len(lines)
+    )
+    return np.log1p(np.minimum(counts, max_len))
+
+
+@dataclass
+class DimensionModel:
+    """One dimension: a fastText model plus its calibration (fitted on the held-out calibration split).
+
+    Calibration is logistic on [logit(p_fastText), log(1 + tokens)]: Platt scaling plus a length term, because
+    fastText averages word vectors and so cannot see length, which the labels of some dimensions depend on
+    (constructive comments are long: length alone has ROC-AUC 0.92 on SFU constructiveness). The weight is
+    learned per dimension and is near 0 where length says nothing.
+    """
+
+    name: str
+    model: Any  # fasttext.FastText._FastText
+    calibration: dict[str, float] = field(
+        default_factory=lambda: {"a": 1.0, "b": 0.0, "c": 0.0, "max_len": 150}
+    )
+    threshold: float = 0.5
+
+    def predict_raw(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
+        """P(positive) per line, uncalibrated (one batched fastText call).
+
+        `terminated`: the same lines with a trailing newline, as fastText's multilinePredict wants them; the
+        bundle builds that list once for all dimensions instead of letting each `predict` call copy every line.
+        """
+        if terminated is None:
+            labels, probs = self.model.predict(lines, k=1)
+        else:
+            labels, probs = self.model.f.multilinePredict(terminated, 1, 0.0, "strict")
+        out = np.fromiter((p[0] for p in probs), dtype=np.float64, count=len(lines))
+        negative = np.fromiter((lab[0] != POSITIVE_LABEL for lab in labels), dtype=bool, count=len(lines))
+        out[negative] = 1.0 - out[negative]
+        return out
+
+    def calibrate(self, raw: np.ndarray, lines: Sequence[str] | None = None) -> np.ndarray:
+        cal = self.calibration
+        clipped = np.clip(raw, 1e-5, 1 - 1e-5)
+        z = cal.get("a", 1.0) * np.log(clipped / (1.0 - clipped)) + cal.get("b", 0.0)
+        if cal.get("c", 0.0) and lines is not None:
+            z = z + cal["c"] * length_feature(lines, int(cal.get("max_len", 150)))
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def score(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
+        """Calibrated P(dimension) per normalised line (lines hold no newline: `normalize` removes them)."""
+        return self.calibrate(self.predict_raw(lines, terminated), lines)
+
+
+class Bundle:
+    """A loaded bundle. Thread-safe for scoring (fastText predict holds no Python state)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], models: dict[str, DimensionModel]):
+        self.path = path
+        self.manifest = manifest
+        self.models = models
+        self.version: str = manifest["version"]
+        self.dimensions: list[str] = list(manifest["dimensions"])
+        scoring = manifest.get("scoring", {})
+        self.chunk_words: int = int(scoring.get("chunk_words", 150))
+        self.max_chunks: int = int(scoring.get("max_chunks", 64))
+        self.aggregation: dict[str, Any] = dict(scoring.get("aggregation", {"method": "mean"}))
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, version={self.version!r}, dimensions={self.dimensions})"
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {d: m.threshold for d, m in self.models.items()}
+
+    def chunk(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """Normalised chunks of all texts and the offset of each text's first chunk."""
+        chunks: list[str] = []
+        offsets = np.empty(len(texts), dtype=np.int64)
+        words, limit = self.chunk_words, self.chunk_words * self.max_chunks
+        for index, text in enumerate(texts):
+            offsets[index] = len(chunks)
+            tokens = normalize_tokens(text or "")
+            if len(tokens) <= words:
+                chunks.append(" ".join(tokens))
+                continue
+            if len(tokens) > limit:  # very long pages: score an even sample of windows, not the first N
+                step = len(tokens) / limit
+                tokens = [tokens[int(i * step)] for i in range(limit)] if step > 2 else tokens[:limit]
+            chunks.extend(chunk_tokens(tokens, words))
+        return chunks, offsets
+
+    def score_chunks(self, chunks: list[str]) -> dict[str, np.ndarray]:
+        """Calibrated P(dimension) per chunk."""
+        terminated = [chunk + "\n" for chunk in chunks]
+        return {d: self.models[d].score(chunks, terminated) for d in self.dimensions}
+
+    def score(self, texts: Sequence[str], aggregation: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Per dimension, P(prosocial) in [0, 1] for each text (float32); long texts are scored by chunks."""
+        if isinstance(texts, str):
+            raise TypeError("score() takes a list of texts, not one string")
+        if len(texts) == 0:
+            return {d: np.zeros(0, dtype=np.float32) for d in self.dimensions}
+        chunks, offsets = self.chunk(texts)
+        per_chunk = self.score_chunks(chunks)
+        method = aggregation or self.aggregation
+        if len(chunks) == len(texts):
+            return {d: v.astype(np.float32) for d, v in per_chunk.items()}
+        return {d: aggregate(v, offsets, method).astype(np.float32) for d, v in per_chunk.items()}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The bundle's manifest, validated (BundleError naming the file otherwise)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise BundleError(f"classifier bundle folder not found: {folder}")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle manifest missing: {manifest_path}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle manifest unreadable: {manifest_path}: {exc}") from None
+    for key in ("format", "dimensions", "models", "normalization_version", "version"):
+        if key not in manifest:
+            raise BundleError(f"bundle manifest lacks key '{key}': {manifest_path}")
+    if manifest["format"] != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{manifest_path}: bundle format {manifest['format']} (this code reads {BUNDLE_FORMAT})"
+        )
+    if manifest["normalization_version"] != NORMALIZATION_VERSION:
+        raise BundleError(
+            f"{manifest_path}: trained with text normalisation v{manifest['normalization_version']}, this code "
+            f"normalises with v{NORMALIZATION_VERSION}: retrain the bundle (make classifier)"
+        )
+    if manifest_version(manifest) != manifest["version"]:
+        raise BundleError(
+            f"{manifest_path}: content hash differs from its recorded version (edited by hand?)"
+        )
+    missing = [d for d in manifest["dimensions"] if d not in manifest["models"]]
+    if missing:
+        raise BundleError(f"{manifest_path}: models missing for dimensions {missing}")
+    return manifest
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Load and check a bundle folder ('default' or None: the shipped default)."""
+    folder = resolve_bundle_path(path)
+    manifest = read_manifest(folder)
+    models = {}
+    for dim in manifest["dimensions"]:
+        entry = manifest["models"][dim]
+        model = load_fasttext(folder / entry["file"], entry.get("sha256"))
+        cal = {
+            k: float(v)
+            for k, v in (entry.get("calibration") or {}).items()
+            if k in {"a", "b", "c", "max_len"}
+        }
+        models[dim] = DimensionModel(
+            dim,
+            model,
+            {"a": 1.0, "b": 0.0, "c": 0.0, "max_len": 150, **cal},
+            float(entry.get("threshold", 0.5)),
+        )
+    return Bundle(folder.resolve(), manifest, models)
+
+
+_CACHE: dict[tuple[str, str], Bundle] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_bundle(path: str | Path | None = None) -> Bundle:
+    """One loaded bundle per process and folder (keyed by the manifest's version, so a rebuilt bundle reloads).
+
+    The scoring step calls this in each worker process, so a bundle is loaded once per process, not per
+    task or per document, and never pickled with the pipeline.
+    """
+    folder = resolve_bundle_path(path).resolve()
+    version = read_manifest(folder)["version"]
+    key = (str(folder), version)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_bundle(folder)
+        return _CACHE[key]

@@ -1,0 +1,268 @@
+"""`corpus classifier eval`: the bundle vs TF-IDF and MiniLM baselines, per dimension and evaluation set.
+
+    corpus classifier eval --model classifiers/models/default --seeds ../shared/data/labeled \
+        [--loso] [--no-minilm] [--aggregation] [--json report.json] [--markdown report.md]
+
+Rebuilds the seed splits from the recipes (deterministic, so they are the splits the bundle was trained
+around), refuses a bundle whose training data overlaps the evaluation texts, fits both baselines on the
+same training rows, and prints ROC-AUC, F1 at the chosen threshold and calibration error (ECE) per set,
+leave-one-source-out figures, throughput (texts/s) for all three, and the long-document aggregation study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.bundle import BundleError, load_bundle
+from classifiers.dataset import build_seed_data, eval_texts_sha256
+from classifiers.evaluate import (
+    aggregation_experiment,
+    cap_per_source,
+    choose_aggregation,
+    eval_sets,
+    evaluate_dimension,
+    leave_one_source_out,
+    throughput,
+)
+from classifiers.recipes import RECIPE_DIR, RecipeError, load_recipes
+from classifiers.train import TrainParams
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="default", help="bundle folder (default: the shipped default bundle)"
+    )
+    parser.add_argument("--seeds", default="../shared/data/labeled", help="seeds folder, or 'hub'")
+    parser.add_argument("--recipes", default=str(RECIPE_DIR), help="folder of recipe YAML files")
+    parser.add_argument(
+        "--licenses", choices=["all", "commercial"], default=None, help="default: as the bundle was trained"
+    )
+    parser.add_argument("--dimensions", nargs="*", help="only these dimensions")
+    parser.add_argument("--no-baselines", action="store_true", help="skip both baselines")
+    parser.add_argument(
+        "--no-minilm", action="store_true", help="skip the MiniLM baseline (slow: embeds every text)"
+    )
+    parser.add_argument(
+        "--minilm-train-cap",
+        type=int,
+        default=3000,
+        help="MiniLM+LR trains on at most this many rows per source and dimension (embedding cost)",
+    )
+    parser.add_argument(
+        "--loso", action="store_true", help="also run leave-one-source-out (retrains per source)"
+    )
+    parser.add_argument(
+        "--aggregation", action="store_true", help="also run the long-document aggregation study"
+    )
+    parser.add_argument("--json", help="write the full report here")
+    parser.add_argument("--markdown", help="write the tables here")
+
+
+def _baselines(args: argparse.Namespace) -> dict[str, Any]:
+    from classifiers.baselines import MiniLMBaseline, MiniLMEncoder, TfidfBaseline
+
+    out: dict[str, Any] = {}
+    if args.no_baselines:
+        return out
+    out["tfidf-lr"] = {"make": TfidfBaseline, "train_rows": lambda rows: rows}
+    if not args.no_minilm:
+        encoder = MiniLMEncoder()
+        out["minilm-lr"] = {
+            "make": lambda: MiniLMBaseline(encoder),
+            "train_rows": lambda rows: cap_per_source(rows, args.minilm_train_cap),
+        }
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    models = report["models"]
+    lines = [
+        f"Bundle `{report['bundle_version']}`; evaluation splits carved from the labelled seeds, never trained on.",
+        "",
+        "| dimension | eval set | n pos/neg | "
+        + " | ".join(f"{m} AUC" for m in models)
+        + " | fastText F1@t | fastText ECE |",
+        "|---|---|---|" + "---|" * len(models) + "---|---|",
+    ]
+    for dim, per_model in report["results"].items():
+        for source, m in per_model["fasttext"].items():
+            aucs = " | ".join(f"{per_model[name][source].get('auc', float('nan')):.3f}" for name in models)
+            lines.append(
+                f"| {dim} | {source} | {m['n_pos']}/{m['n_neg']} | {aucs} | {m.get('f1', 0):.3f} | {m.get('ece', 0):.3f} |"
+            )
+    lines.append(
+        "| **mean** | all sets | | "
+        + " | ".join(f"**{report['mean_auc'][name]:.3f}**" for name in models)
+        + " | | |"
+    )
+    if report.get("loso"):
+        lines += ["", "Leave-one-source-out (train without the source, test on its evaluation split):", ""]
+        lines += ["| dimension | held-out source | " + " | ".join(f"{m} AUC" for m in models) + " |"]
+        lines += ["|---|---|" + "---|" * len(models)]
+        for dim, per_model in report["loso"].items():
+            for source in per_model.get("fasttext", {}):
+                aucs = " | ".join(
+                    f"{per_model[name][source].get('auc', float('nan')):.3f}"
+                    for name in models
+                    if name in per_model
+                )
+                lines.append(f"| {dim} | {source} | {aucs} |")
+        lines.append(
+            "| **mean** | | "
+            + " | ".join(f"**{report['loso_mean_auc'].get(name, float('nan')):.3f}**" for name in models)
+            + " |"
+        )
+    if report.get("throughput"):
+        t = report["throughput"]
+        lines += ["", f"Throughput (texts/s, all {len(report['results'])} dimensions, 1 process): "]
+        lines += [", ".join(f"{name} {value:,.0f}" for name, value in t.items())]
+        if "minilm-lr" in t:
+            lines[-1] += f" (fastText / MiniLM = {t['fasttext'] / t['minilm-lr']:.0f}x)"
+    if report.get("aggregation"):
+        lines += ["", "Long-document aggregation study (pages of labelled paragraphs):", ""]
+        lines += [
+            "| dimension | method | drop rate | AUC clean vs +1 bad | AUC good vs bad pages | length bias |"
+        ]
+        lines += ["|---|---|---|---|---|---|"]
+        for dim, rows in report["aggregation"].items():
+            for method, r in rows.items():
+                lines.append(
+                    f"| {dim} | {method} | {r['drop_rate']:.2f} | {r['auc_contaminated']:.3f} | {r['auc_pure']:.3f} | {r['length_bias']:+.2f} |"
+                )
+        if report.get("aggregation_best"):
+            lines += [
+                "",
+                f"Best (AUC clean vs +1 bad + AUC good vs bad - |length bias|): `{report['aggregation_best']}`.",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    started = time.time()
+    try:
+        bundle = load_bundle(args.model)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = bundle.manifest
+    trained_sources = [s["name"] for s in manifest.get("sources", [])]
+    licenses = args.licenses or (
+        "commercial"
+        if all(s["commercial"] for s in manifest.get("sources", [{"commercial": False}]))
+        else "all"
+    )
+    try:
+        recipes = load_recipes(args.recipes, licenses=licenses)
+        seed_data = build_seed_data(recipes, args.seeds)
+    except (RecipeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dims = [d for d in bundle.dimensions if d in seed_data.dimensions]
+    if args.dimensions:
+        dims = [d for d in dims if d in args.dimensions]
+    # the bundle must have been trained around these very evaluation splits (so never on their texts)
+    splits_match = True
+    for dim in dims:
+        recorded = manifest["models"][dim].get("training_data", {}).get("eval_texts_sha256")
+        if recorded != eval_texts_sha256(seed_data.dimensions[dim]):
+            splits_match = False
+            print(
+                f"WARNING: {dim}: the evaluation split differs from the one the bundle was trained around "
+                "(other recipes, seeds or licences?): it may have trained on some evaluation texts",
+                file=sys.stderr,
+            )
+    untrained = sorted(set(r.name for r in recipes) - set(trained_sources)) if trained_sources else []
+    if untrained:
+        print(f"note: evaluating on sources the bundle did not train on: {untrained}")
+    baselines = _baselines(args)
+    report: dict[str, Any] = {
+        "bundle": str(bundle.path),
+        "bundle_version": bundle.version,
+        "splits_match_training": splits_match,
+        "models": ["fasttext", *baselines],
+    }
+    report["results"], fitted = {}, {name: [] for name in baselines}
+    for dim in dims:
+        print(f"== {dim}")
+        data = seed_data.dimensions[dim]
+        report["results"][dim] = evaluate_dimension(dim, data, bundle, baselines)
+        for source, m in report["results"][dim]["fasttext"].items():
+            others = ", ".join(
+                f"{name}={report['results'][dim][name][source].get('auc')}" for name in baselines
+            )
+            print(f"  {source}: fasttext auc={m.get('auc')} f1={m.get('f1')} ece={m.get('ece')}; {others}")
+    report["mean_auc"] = {
+        name: _mean(
+            [m.get("auc") for per_model in report["results"].values() for m in per_model[name].values()]
+        )
+        for name in report["models"]
+    }
+    print("mean AUC over sets: " + ", ".join(f"{k}={v}" for k, v in report["mean_auc"].items()))
+    # throughput on a mixed sample of evaluation texts (all dimensions' models each time)
+    sample = [
+        e.text for dim in dims for examples in eval_sets(seed_data.dimensions[dim]).values() for e in examples
+    ]
+    rng = np.random.default_rng(0)
+    sample = [sample[i] for i in rng.permutation(len(sample))[:5000]]
+    for name, factory in baselines.items():
+        for dim in dims:
+            rows = factory["train_rows"](seed_data.dimensions[dim].train)
+            fitted[name].append(
+                factory["make"]().fit([e.text for e in rows], np.array([e.target for e in rows]))
+            )
+    report["throughput"] = {k: round(v, 1) for k, v in throughput(bundle, fitted, sample).items()}
+    print("throughput texts/s: " + ", ".join(f"{k}={v:,.0f}" for k, v in report["throughput"].items()))
+    if args.loso:
+        params = TrainParams(
+            **{k: v for k, v in manifest["hyperparameters"].items() if k in TrainParams.__dataclass_fields__}
+        )
+        report["loso"] = {}
+        for dim in dims:
+            print(f"== leave-one-source-out: {dim}")
+            result = leave_one_source_out(
+                dim, seed_data.dimensions[dim], params, baselines, seed_data=seed_data
+            )
+            if result:
+                report["loso"][dim] = result
+        report["loso_mean_auc"] = {
+            name: _mean(
+                [
+                    m.get("auc")
+                    for per_model in report["loso"].values()
+                    for m in per_model.get(name, {}).values()
+                ]
+            )
+            for name in report["models"]
+        }
+        print("LOSO mean AUC: " + ", ".join(f"{k}={v}" for k, v in report["loso_mean_auc"].items()))
+    if args.aggregation:
+        report["aggregation"] = aggregation_experiment(bundle, seed_data)
+        report["aggregation_best"] = choose_aggregation(report["aggregation"])
+        print(f"aggregation: best {report['aggregation_best']}, bundle uses {bundle.aggregation}")
+    markdown = render_markdown(report)
+    print()
+    print(markdown)
+    for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, markdown)):
+        if path:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+    print(f"done in {time.time() - started:.0f} s")
+    return 0

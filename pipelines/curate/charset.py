@@ -1,0 +1,90 @@
+"""Decode web bytes to text, surviving wrong charset labels and invalid bytes, and saying what was repaired.
+
+Why not just `bytes.decode(declared)`: web pages routinely declare one charset and use another. The two
+common lies are (1) `charset=utf-8` on windows-1252 bytes, which fails to decode, and (2) `iso-8859-1` on
+UTF-8 bytes, which decodes "successfully" into mojibake (`Ã©` for `é`). Case 2 is caught because valid
+multi-byte UTF-8 sequences almost never occur in real single-byte text. Labels are mapped the way browsers
+map them (HTML5: `iso-8859-1` means windows-1252), via resiliparse.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+# Problems reported by decode_html/decode_utf8 (counted as `repaired_<problem>` in the stage stats).
+MISLABELLED = "mislabelled_charset"
+INVALID_BYTES = "invalid_bytes"
+INVALID_UTF8 = "invalid_utf8"
+
+
+def _codec(label: str | None) -> str | None:
+    """Python codec name for a charset label, HTML5-mapped; None for unknown labels."""
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    try:
+        codecs.lookup(label)
+    except LookupError:
+        return None
+    mapped = map_encoding_to_html5(label)
+    try:
+        return codecs.lookup(mapped).name
+    except LookupError:
+        return codecs.lookup(label).name
+
+
+def _is_single_byte(codec: str) -> bool:
+    return codec.startswith(("cp12", "iso8859", "latin", "mac-", "koi8", "cp4", "cp8", "ascii"))
+
+
+def sniff_meta_charset(data: bytes) -> str | None:
+    match = _META_CHARSET.search(data[:4096])
+    return match.group(1).decode("ascii", "replace") if match else None
+
+
+def decode_html(data: bytes, declared: str | None = None) -> tuple[str, str | None]:
+    """Text of an HTML payload and the problem repaired (None, MISLABELLED or INVALID_BYTES).
+
+    `declared` is the HTTP charset; a `<meta charset>` in the first 4 KB is used when it is absent.
+    """
+    codec = _codec(declared) or _codec(sniff_meta_charset(data))
+    if codec is not None:
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            if codec != "utf-8" and _is_single_byte(codec) and not data.isascii():
+                try:
+                    return data.decode("utf-8"), MISLABELLED  # iso-8859-1 label on UTF-8 bytes
+                except UnicodeDecodeError:
+                    pass
+            return text, None
+        detected = _codec(detect_encoding(data)) or "utf-8"
+        try:
+            return data.decode(detected), MISLABELLED
+        except UnicodeDecodeError:
+            return data.decode("utf-8", errors="replace"), INVALID_BYTES
+    # No (usable) label: UTF-8 if it is valid, else what the bytes look like (HTML's windows-1252 default).
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    detected = _codec(detect_encoding(data)) or "cp1252"
+    try:
+        return data.decode(detected), None
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), INVALID_BYTES
+
+
+def decode_utf8(data: bytes) -> tuple[str, str | None]:
+    """Text that must be UTF-8 (JSON Lines, WET): invalid bytes become U+FFFD and are reported."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), INVALID_UTF8

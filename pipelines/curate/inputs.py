@@ -1,0 +1,297 @@
+"""Find the input files, recognise their format, and cut them into work units packed into ranks.
+
+Why a plan: datatrove readers shard by file (`files[rank::world_size]`), which leaves workers idle when a run
+has two 5 GB WARCs and eight workers. Here every splittable file is cut into byte ranges (WARC/WET at record
+boundaries, plain JSONL at line boundaries) or row-group ranges (Parquet), and the units are packed into
+ranks by size. The plan is computed once on the driver and saved next to the stage's logging dir, so a
+resumed run maps ranks to exactly the same units even if the cluster size changed.
+
+Byte-range rule (the usual split-file rule): a unit [start, end) owns every record whose first byte lies in
+[start, end). The reader of a unit seeks to the first record boundary at or after `start` and reads past `end`
+to finish the last record it owns, so units never overlap and never miss a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import fsspec
+
+# (suffix, format, compression); the longest matching suffix wins. WET files are WARC files whose records
+# are `conversion` records holding plain text; the WARC reader handles both.
+FORMATS: list[tuple[str, str, str | None]] = [
+    (".warc.wet.gz", "warc", "gzip"),
+    (".warc.wet", "warc", None),
+    (".wet.gz", "warc", "gzip"),
+    (".wet", "warc", None),
+    (".warc.gz", "warc", "gzip"),
+    (".warc", "warc", None),
+    (".jsonl.gz", "jsonl", "gzip"),
+    (".jsonl.zst", "jsonl", "zstd"),
+    (".jsonl.zstd", "jsonl", "zstd"),
+    (".jsonl", "jsonl", None),
+    (".ndjson.gz", "jsonl", "gzip"),
+    (".ndjson", "jsonl", None),
+    (".json.gz", "jsonl", "gzip"),  # dolma / FineWeb style
+    (".json.zst", "jsonl", "zstd"),
+    (".json", "jsonl?", None),  # JSON Lines only if the first line is one JSON object (sniffed)
+    (".parquet", "parquet", None),
+    (".html.gz", "html", "gzip"),
+    (".htm.gz", "html", "gzip"),
+    (".html", "html", None),
+    (".htm", "html", None),
+]
+_BY_LENGTH = sorted(FORMATS, key=lambda item: -len(item[0]))
+
+
+class InputError(ValueError):
+    """An input pattern that matches nothing, or an unreadable input root; names the pattern."""
+
+
+def detect_format(path: str) -> tuple[str, str | None] | None:
+    """(format, compression) from the file name, or None for files the curate stage does not read."""
+    name = path.rsplit("/", 1)[-1].lower()
+    for suffix, fmt, compression in _BY_LENGTH:
+        if name.endswith(suffix):
+            return fmt, compression
+    return None
+
+
+@dataclass
+class InputFile:
+    path: str  # fsspec URL, with protocol for non-local files
+    size: int
+    format: str
+    compression: str | None
+    # change marks for `corpus refresh` (new or changed = path, size, modified, etag not seen before)
+    modified: str | None = None
+    etag: str | None = None
+
+
+@dataclass
+class WorkUnit:
+    """A piece of one input file: byte range [start, end) or, for Parquet, row groups [start, end)."""
+
+    path: str
+    format: str
+    compression: str | None
+    start: int
+    end: int
+    size: int  # bytes this unit covers (for packing)
+    split: bool  # True when the file was cut, so the reader must look for a boundary at `start`
+
+    def describe(self) -> str:
+        if not self.split:
+            return self.path
+        what = "row groups" if self.format == "parquet" else "bytes"
+        return f"{self.path} [{what} {self.start}-{self.end})"
+
+
+@dataclass
+class Plan:
+    inputs: list[str]
+    files: list[InputFile]
+    skipped: list[dict[str, str]]
+    units: list[WorkUnit]
+    ranks: list[list[int]] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.ranks)
+
+    def units_of(self, rank: int) -> list[WorkUnit]:
+        return [self.units[i] for i in self.ranks[rank]]
+
+    def fingerprint(self) -> str:
+        """Identity of the input listing (paths and sizes); a resumed run must see the same one."""
+        listing = sorted((f.path, f.size) for f in self.files)
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps({"fingerprint": self.fingerprint(), **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        data.pop("fingerprint", None)
+        return cls(
+            inputs=data["inputs"],
+            files=[InputFile(**f) for f in data["files"]],
+            skipped=data["skipped"],
+            units=[WorkUnit(**u) for u in data["units"]],
+            ranks=data["ranks"],
+        )
+
+
+def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+
+
+def _sniff_json_lines(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    with fs.open(path, "rb") as f:
+        first = f.readline(1 << 20).strip()
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
+
+
+def change_marks(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(modified, etag) from an fsspec info dict: local mtime, S3 LastModified/ETag, GCS updated/md5Hash, ..."""
+    keys = ("mtime", "LastModified", "last_modified", "updated", "modified")
+    modified = next((info[k] for k in keys if info.get(k)), None)
+    etag = next((info[k] for k in ("ETag", "etag", "md5Hash", "content_md5") if info.get(k)), None)
+    if hasattr(modified, "isoformat"):
+        modified = modified.isoformat()
+    return (None if modified is None else str(modified)), (None if etag is None else str(etag).strip('"'))
+
+
+def discover(
+    inputs: list[str], storage_options: dict[str, Any] | None = None
+) -> tuple[list[InputFile], list[dict]]:
+    """Expand folders (recursively) and globs into readable input files, plus the files skipped and why.
+
+    Raises InputError naming the first pattern that matches no file at all.
+    """
+    files: dict[str, InputFile] = {}
+    skipped: list[dict[str, str]] = []
+    for pattern in inputs:
+        fs, root = fsspec.core.url_to_fs(pattern, **dict(storage_options or {}))
+        if any(ch in root for ch in "*?["):
+            matches = fs.glob(root, detail=True)
+            found = {p: info for p, info in matches.items() if info.get("type") == "file"}
+            for p, info in matches.items():
+                if info.get("type") == "directory":
+                    found.update(fs.find(p, detail=True))
+        elif fs.isdir(root):
+            found = fs.find(root, detail=True)
+        elif fs.isfile(root):
+            found = {root: fs.info(root)}
+        else:
+            raise InputError(f"input '{pattern}': no such file or folder")
+        if not found:
+            raise InputError(f"input '{pattern}': matches no files")
+        for path in sorted(found):
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith("."):
+                continue  # hidden and temp files
+            url = _url(fs, path)
+            if url in files:
+                continue
+            detected = detect_format(path)
+            if detected is None:
+                skipped.append({"path": url, "reason": "unsupported_format"})
+                continue
+            fmt, compression = detected
+            if fmt == "jsonl?":
+                if found[path].get("size", 0) and not _sniff_json_lines(fs, path):
+                    skipped.append({"path": url, "reason": "json_not_json_lines"})
+                    continue
+                fmt = "jsonl"
+            files[url] = InputFile(
+                url, int(found[path].get("size") or 0), fmt, compression, *change_marks(found[path])
+            )
+    return [files[k] for k in sorted(files)], skipped
+
+
+def _splittable(f: InputFile) -> bool:
+    return (
+        f.format == "parquet"
+        or (f.format == "warc" and f.compression in (None, "gzip"))
+        or (f.format == "jsonl" and f.compression is None)
+    )
+
+
+def _parquet_units(f: InputFile, target: int) -> list[WorkUnit]:
+    import pyarrow.parquet as pq
+
+    try:
+        fs, path = fsspec.core.url_to_fs(f.path)
+        with fs.open(path, "rb") as handle:
+            meta = pq.ParquetFile(handle).metadata
+    except Exception:  # unreadable: one unit, the reader reports it by reason
+        return [WorkUnit(f.path, f.format, f.compression, 0, -1, f.size, False)]
+    sizes = [
+        sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+        for rg in (meta.row_group(i) for i in range(meta.num_row_groups))
+    ]
+    if meta.num_row_groups <= 1 or f.size <= target:
+        return [WorkUnit(f.path, f.format, f.compression, 0, max(meta.num_row_groups, 1), f.size, False)]
+    units, start, acc = [], 0, 0
+    for i, size in enumerate(sizes):
+        acc += size
+        if acc >= target or i == len(sizes) - 1:
+            units.append(WorkUnit(f.path, f.format, f.compression, start, i + 1, acc, True))
+            start, acc = i + 1, 0
+    if len(units) == 1:
+        units[0].split = False
+    return units
+
+
+def make_units(
+    files: list[InputFile], split_bytes: int, min_split_bytes: int, workers: int
+) -> list[WorkUnit]:
+    """Cut splittable files into units of about `target` bytes, where target feeds every worker."""
+    total = sum(f.size for f in files)
+    target = max(min_split_bytes, min(split_bytes, math.ceil(total / max(workers, 1)) or 1))
+    units: list[WorkUnit] = []
+    for f in files:
+        if f.format == "parquet":
+            units += _parquet_units(f, target)
+        elif _splittable(f) and f.size > target:
+            pieces = math.ceil(f.size / target)
+            bounds = [round(i * f.size / pieces) for i in range(pieces + 1)]
+            units += [
+                WorkUnit(f.path, f.format, f.compression, a, b, b - a, True)
+                for a, b in zip(bounds, bounds[1:], strict=False)
+            ]
+        else:
+            units.append(WorkUnit(f.path, f.format, f.compression, 0, f.size, f.size, False))
+    return units
+
+
+def pack_ranks(units: list[WorkUnit], tasks: int, workers: int, split_bytes: int) -> list[list[int]]:
+    """Assign units to ranks: largest first onto the least-loaded rank (deterministic).
+
+    tasks=0 picks the rank count: enough that every worker has one, about `split_bytes` of input each, and
+    never more ranks than units.
+    """
+    if not units:
+        return []
+    if tasks <= 0:
+        total = sum(u.size for u in units)
+        tasks = max(workers, math.ceil(total / split_bytes))
+    tasks = min(tasks, len(units))
+    loads = [0] * tasks
+    ranks: list[list[int]] = [[] for _ in range(tasks)]
+    order = sorted(range(len(units)), key=lambda i: (-units[i].size, i))
+    for i in order:
+        r = min(range(tasks), key=lambda k: (loads[k], k))
+        ranks[r].append(i)
+        loads[r] += max(units[i].size, 1)
+    return [sorted(r) for r in ranks]
+
+
+def make_plan(
+    inputs: list[str],
+    *,
+    tasks: int,
+    workers: int,
+    split_bytes: int,
+    min_split_bytes: int,
+    storage_options: dict[str, Any] | None = None,
+) -> Plan:
+    files, skipped = discover(inputs, storage_options)
+    units = make_units(files, split_bytes, min_split_bytes, workers)
+    return Plan(
+        inputs=list(inputs),
+        files=files,
+        skipped=skipped,
+        units=units,
+        ranks=pack_ranks(units, tasks, workers, split_bytes),
+    )

@@ -1,0 +1,459 @@
+"""The curate reader: one datatrove step that reads every input format of a rank's work units.
+
+Why one step instead of datatrove's per-format readers: a rank's units can mix formats, units are byte or
+row-group ranges, and every bad record must be *counted by reason* instead of raising or vanishing. Each
+delimited record increments `documents_in`; a record that cannot become a document increments
+`dropped_<reason>`; a problem with a file rather than a record (truncated gzip, empty file, wrong Parquet
+schema) increments `file_error_<reason>`; a text that was repaired and kept increments `repaired_<reason>`.
+With `strict`, the first of any of these raises BadInputError naming the file and the offset.
+
+Documents leave with `metadata`: source, source_offset, url, crawl_date and kind ("html" needs extraction,
+"text" does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.logging import logger
+
+from pipelines.curate.charset import decode_html, decode_utf8
+from pipelines.curate.exclusions import exclusion_writer
+from pipelines.curate.http import HttpError, parse_response
+from pipelines.curate.inputs import Plan, WorkUnit
+from pipelines.curate.settings import ReadSettings
+from pipelines.curate.streams import GzipMembers, find_gzip_member, find_warc_record
+
+HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml", "text/xml", ""}
+TEXT_TYPES = {"text/plain"}
+PREVIEW_CHARS = 2000
+_CANONICAL = re.compile(
+    rb"""<link[^>]+rel=["']?canonical["']?[^>]*href=["']([^"'>\s]+)|<meta[^>]+property=["']og:url["'][^>]*content=["']([^"'>\s]+)""",
+    re.IGNORECASE,
+)
+
+
+class BadInputError(ValueError):
+    """strict mode: a bad input, named by file and offset, and what was expected."""
+
+
+def _lookup(record: dict[str, Any], dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _first_url(record: dict[str, Any], fields: list[str]) -> str | None:
+    for name in fields:
+        value = _lookup(record, name)
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            return value
+    return None
+
+
+def _first_date(record: dict[str, Any], fields: list[str]) -> str | None:
+    for name in fields:
+        value = _lookup(record, name)
+        if value is not None and value != "":
+            return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return None
+
+
+def _canonical_url(data: bytes) -> str | None:
+    match = _CANONICAL.search(data[:65536])
+    if not match:
+        return None
+    url = (match.group(1) or match.group(2)).decode("utf-8", "replace")
+    return url if url.startswith(("http://", "https://")) else None
+
+
+class CurateReader(PipelineStep):
+    """Read the work units of one rank (see pipelines.curate.inputs) into Documents, counting every loss."""
+
+    name = "📖 Curate reader"
+    type = "📖 - READER"
+
+    def __init__(
+        self, plan: Plan, settings: ReadSettings, strict: bool = False, exclusion_dir: str | None = None
+    ):
+        super().__init__()
+        self.plan = plan
+        self.settings = settings
+        self.strict = strict
+        self.exclusion_dir = exclusion_dir
+        self._excluded = None
+        self._rank = 0
+
+    # -- accounting ---------------------------------------------------------------------------------------
+    def _fail(self, path: str, offset: int | None, what: str) -> None:
+        where = f"{path} at offset {offset}" if offset is not None else path
+        raise BadInputError(f"{where}: {what}")
+
+    def _drop(
+        self, reason: str, path: str, offset: int, what: str, preview: str = "", count: int = 1
+    ) -> None:
+        """`count` delimited records that cannot become documents."""
+        self.stat_update("documents_in", value=count)
+        self.stat_update(f"dropped_{reason}", value=count)
+        if self.strict:
+            self._fail(path, offset, what)
+        if self._excluded is not None:
+            doc = Document(text=preview[:PREVIEW_CHARS], id=f"{path}#{offset}")
+            doc.metadata.update(source=path, source_offset=offset, filter_reason=reason, detail=what)
+            self._excluded.write(doc, self._rank)
+
+    def _file_error(self, reason: str, path: str, offset: int | None, what: str) -> None:
+        self.stat_update(f"file_error_{reason}")
+        logger.warning(f"bad input ({reason}): {path} at offset {offset}: {what}")
+        if self.strict:
+            self._fail(path, offset, what)
+
+    def _repaired(self, reason: str, path: str, offset: int, what: str) -> None:
+        self.stat_update(f"repaired_{reason}")
+        if self.strict:
+            self._fail(path, offset, what)
+
+    def _doc(
+        self, text: str, path: str, offset: int, kind: str, url: str | None, date: str | None, size: int
+    ) -> Document:
+        self.stat_update("documents_in")
+        self.stat_update("bytes_in", value=size, unit="doc")
+        return Document(
+            text=text,
+            id=f"{path}#{offset}",
+            metadata={"source": path, "source_offset": offset, "url": url, "crawl_date": date, "kind": kind},
+        )
+
+    # -- driver -------------------------------------------------------------------------------------------
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        self._rank = rank
+        readers = {
+            "warc": self._read_warc,
+            "jsonl": self._read_jsonl,
+            "parquet": self._read_parquet,
+            "html": self._read_html,
+        }
+        excluded = exclusion_writer(self.exclusion_dir, "read")
+        with excluded if excluded is not None else contextlib.nullcontext() as writer:
+            self._excluded = writer
+            for unit in self.plan.units_of(rank):
+                self.stat_update("units", unit="rank")
+                docs = readers[unit.format](unit)
+                while True:
+                    with self.track_time():
+                        doc = next(docs, None)
+                    if doc is None:
+                        break
+                    yield doc
+            self._excluded = None
+
+    # -- WARC / WET ---------------------------------------------------------------------------------------
+    def _read_warc(self, unit: WorkUnit) -> Iterator[Document]:
+        from fastwarc import ArchiveIterator, WarcRecordType
+
+        fs, path = fsspec.core.url_to_fs(unit.path)
+        with fs.open(path, "rb") as raw:
+            if unit.size == 0 and not unit.split:
+                self._file_error("empty_file", unit.path, 0, "empty file (expected WARC records)")
+                return
+            stream: Any
+            if unit.compression == "gzip":
+                start = find_gzip_member(raw, unit.start) if unit.split and unit.start else 0
+                if start is None or (unit.split and start >= unit.end):
+                    return  # no record starts in this unit
+                stream = GzipMembers(raw, start, stop=unit.end if unit.split else None)
+
+                def offset_of(pos: int) -> int:
+                    return stream.member_offset(pos)
+            else:
+                start = find_warc_record(raw, unit.start) if unit.split else 0
+                if start is None or (unit.split and start >= unit.end):
+                    return
+                raw.seek(start)
+                stream = raw
+
+                def offset_of(pos: int) -> int:
+                    return pos
+
+            types = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
+            records = iter(ArchiveIterator(stream, record_types=types, parse_http=False))
+            seen = 0
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    self._file_error("corrupt_warc", unit.path, None, f"cannot parse WARC ({exc})")
+                    break
+                offset = offset_of(record.stream_pos)
+                if unit.split and offset >= unit.end:
+                    break
+                seen += 1
+                doc = self._warc_record(record, unit.path, offset)
+                if doc is not None:
+                    yield doc
+            if isinstance(stream, GzipMembers):
+                if stream.truncated:
+                    self._file_error(
+                        "truncated_gzip",
+                        unit.path,
+                        stream.error_offset,
+                        "gzip stream ends inside a member (truncated file)",
+                    )
+                if stream.corrupt:
+                    self._file_error("corrupt_gzip", unit.path, stream.error_offset, stream.corrupt)
+                if seen == 0 and stream.pos_out == 0 and not unit.split and not stream.truncated:
+                    self._file_error("empty_file", unit.path, 0, "no data (expected WARC records)")
+
+    def _warc_record(self, record: Any, path: str, offset: int) -> Document | None:
+        from fastwarc import WarcRecordType
+
+        length = record.content_length
+        url = (record.headers.get("WARC-Target-URI") or "").strip("<>") or None
+        date = record.headers.get("WARC-Date")
+        if length > self.settings.max_document_bytes:
+            self._drop("too_large", path, offset, f"record of {length} bytes > read.max_document_bytes")
+            return None
+        try:
+            block = record.reader.read()
+        except Exception as exc:
+            self._drop("truncated", path, offset, f"cannot read record block ({exc})")
+            return None
+        if len(block) < length:
+            self._drop(
+                "truncated", path, offset, f"record block has {len(block)} of {length} bytes (truncated file)"
+            )
+            return None
+        kind_of = record.record_type
+        if kind_of == WarcRecordType.response:
+            try:
+                response = parse_response(block)
+            except HttpError as exc:
+                self._drop(exc.reason, path, offset, str(exc))
+                return None
+            if not 200 <= response.status < 300:
+                self._drop("http_status", path, offset, f"HTTP status {response.status}")
+                return None
+            body, content_type, charset = response.body, response.content_type, response.charset
+        else:
+            body = block
+            content_type = (record.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+            charset = None
+            if not body.strip():
+                self._drop("no_payload", path, offset, "record has no payload")
+                return None
+        if kind_of == WarcRecordType.conversion or content_type in TEXT_TYPES:
+            text, problem = decode_utf8(body)
+            kind = "text"
+        elif content_type in HTML_TYPES:
+            text, problem = decode_html(body, charset)
+            kind = "html"
+        else:
+            self._drop(
+                "unsupported_content_type", path, offset, f"content type {content_type!r} is not HTML or text"
+            )
+            return None
+        if problem:
+            self._repaired(problem, path, offset, f"{problem} (declared charset {charset!r})")
+        return self._doc(text, path, offset, kind, url, date, len(body))
+
+    # -- JSON Lines ---------------------------------------------------------------------------------------
+    def _open_lines(self, raw: Any, unit: WorkUnit) -> Any:
+        if unit.compression == "gzip":
+            return gzip.GzipFile(fileobj=raw)
+        if unit.compression == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return raw
+
+    def _read_jsonl(self, unit: WorkUnit) -> Iterator[Document]:
+        fs, path = fsspec.core.url_to_fs(unit.path)
+        limit = self.settings.max_document_bytes
+        with fs.open(path, "rb") as raw:
+            offset = 0
+            if unit.split and unit.start > 0:
+                raw.seek(unit.start - 1)
+                raw.readline()  # finish the line the previous unit owns
+                offset = raw.tell()
+            stream = self._open_lines(raw, unit)
+            if unit.compression == "zstd":
+                import io
+
+                stream = io.BufferedReader(stream)
+            lines = 0
+            while not (unit.split and offset >= unit.end):
+                size = 0
+                try:
+                    line = stream.readline(limit + 1)
+                    if len(line) > limit and not line.endswith(b"\n"):
+                        size = len(line)
+                        while line and not line.endswith(b"\n"):  # skip the rest without holding it
+                            line = stream.readline(1 << 20)
+                            size += len(line)
+                except EOFError as exc:
+                    self._file_error(
+                        "truncated_gzip", unit.path, offset, f"compressed stream ends early ({exc})"
+                    )
+                    break
+                except Exception as exc:  # zlib/zstd errors, unreadable stream
+                    self._file_error("corrupt_compressed", unit.path, offset, f"cannot decompress ({exc})")
+                    break
+                if size:
+                    lines += 1
+                    self._drop(
+                        "too_large", unit.path, offset, f"line of {size} bytes > read.max_document_bytes"
+                    )
+                    offset += size
+                    continue
+                if not line:
+                    break
+                line_offset, offset = offset, offset + len(line)
+                if not line.strip():
+                    continue
+                lines += 1
+                doc = self._json_line(line, unit.path, line_offset)
+                if doc is not None:
+                    yield doc
+            if lines == 0 and not unit.split and offset == 0:
+                self._file_error("empty_file", unit.path, 0, "empty file (expected JSON Lines)")
+
+    def _json_line(self, line: bytes, path: str, offset: int) -> Document | None:
+        text_line, problem = decode_utf8(line)
+        if problem:
+            self._repaired(problem, path, offset, "line is not valid UTF-8 (bytes replaced by U+FFFD)")
+        try:
+            record = json.loads(text_line)
+        except ValueError as exc:
+            self._drop("invalid_json", path, offset, f"invalid JSON ({exc})", preview=text_line)
+            return None
+        if not isinstance(record, dict):
+            self._drop(
+                "invalid_json",
+                path,
+                offset,
+                f"expected a JSON object, got {type(record).__name__}",
+                text_line,
+            )
+            return None
+        return self._record_doc(record, path, offset, len(line))
+
+    def _record_doc(self, record: dict[str, Any], path: str, offset: int, size: int) -> Document | None:
+        field = self.settings.text_field
+        text = _lookup(record, field)
+        if not isinstance(text, str):
+            self._drop("missing_text", path, offset, f"field '{field}' is missing or not a string")
+            return None
+        if not text.strip():
+            self._drop("empty_text", path, offset, f"field '{field}' is empty")
+            return None
+        if len(text) > self.settings.max_document_bytes:
+            self._drop("too_large", path, offset, f"text of {len(text)} characters > read.max_document_bytes")
+            return None
+        url = _first_url(record, self.settings.url_fields)
+        date = _first_date(record, self.settings.date_fields)
+        return self._doc(text, path, offset, "text", url, date, size)
+
+    # -- Parquet ------------------------------------------------------------------------------------------
+    def _read_parquet(self, unit: WorkUnit) -> Iterator[Document]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fs, path = fsspec.core.url_to_fs(unit.path)
+        if unit.size == 0:
+            self._file_error("empty_file", unit.path, 0, "empty file (expected Parquet)")
+            return
+        with fs.open(path, "rb") as handle:
+            try:
+                parquet = pq.ParquetFile(handle)
+            except Exception as exc:
+                self._file_error(
+                    "unreadable_parquet", unit.path, None, f"not a readable Parquet file ({exc})"
+                )
+                return
+            meta = parquet.metadata
+            end = meta.num_row_groups if unit.end < 0 else min(unit.end, meta.num_row_groups)
+            groups = list(range(unit.start, end))
+            first_row = sum(meta.row_group(i).num_rows for i in range(unit.start))
+            rows = sum(meta.row_group(i).num_rows for i in groups)
+            schema = parquet.schema_arrow
+            field = self.settings.text_field
+            root = field.split(".", 1)[0]
+            root_type = schema.field(root).type if root in schema.names else None
+            if root_type is None or (
+                "." not in field
+                and not (pa.types.is_string(root_type) or pa.types.is_large_string(root_type))
+            ):
+                what = (
+                    f"wrong schema: expected a string column '{field}', found columns "
+                    f"{', '.join(f'{n}: {schema.field(n).type}' for n in schema.names[:12])}"
+                )
+                self._file_error("wrong_schema", unit.path, first_row, what)
+                if rows:
+                    self._drop("wrong_schema", unit.path, first_row, what, count=rows)
+                return
+            if not groups:
+                if not unit.split:
+                    self._file_error("empty_file", unit.path, 0, "Parquet file has no rows")
+                return
+            wanted = {root} | {
+                f.split(".", 1)[0] for f in self.settings.url_fields + self.settings.date_fields
+            }
+            columns = [name for name in schema.names if name in wanted]
+            row = first_row
+            for batch in parquet.iter_batches(batch_size=256, row_groups=groups, columns=columns):
+                for record in batch.to_pylist():
+                    doc = self._record_doc(
+                        record,
+                        unit.path,
+                        row,
+                        len(record.get(root) or "") if isinstance(record.get(root), str) else 0,
+                    )
+                    row += 1
+                    if doc is not None:
+                        yield doc
+
+    # -- HTML files ---------------------------------------------------------------------------------------
+    def _read_html(self, unit: WorkUnit) -> Iterator[Document]:
+        fs, path = fsspec.core.url_to_fs(unit.path)
+        limit = self.settings.max_document_bytes
+        if unit.size == 0:
+            self._file_error("empty_file", unit.path, 0, "empty file (expected HTML)")
+            return
+        if unit.compression is None and unit.size > limit:
+            self._drop("too_large", unit.path, 0, f"file of {unit.size} bytes > read.max_document_bytes")
+            return
+        try:
+            with fs.open(path, "rb", compression=unit.compression) as f:
+                data = f.read(limit + 1)
+        except EOFError as exc:
+            self._drop("truncated", unit.path, 0, f"truncated gzip ({exc})")
+            self._file_error("truncated_gzip", unit.path, 0, f"gzip stream ends early ({exc})")
+            return
+        except Exception as exc:
+            self._file_error("corrupt_compressed", unit.path, 0, f"cannot read ({exc})")
+            return
+        if len(data) > limit:
+            self._drop("too_large", unit.path, 0, f"document > read.max_document_bytes ({limit})")
+            return
+        if not data.strip():
+            self._file_error("empty_file", unit.path, 0, "no content (expected HTML)")
+            return
+        text, problem = decode_html(data)
+        if problem:
+            self._repaired(problem, unit.path, 0, f"{problem} in HTML file")
+        yield self._doc(text, unit.path, 0, "html", _canonical_url(data), None, len(data))

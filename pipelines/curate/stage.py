@@ -1,0 +1,248 @@
+"""The curate stage: raw web shards -> extracted, language-identified, filtered, deduplicated, scored Parquet.
+
+One datatrove pipeline per rank, run on the Dask cluster by DaskPipelineExecutor:
+
+    read -> extract (HTML only) -> language ID -> Gopher repetition -> Gopher quality -> C4 lines -> FineWeb
+         -> exact dedup + stable id -> token count -> prosocial scoring -> scored Parquet -> rank ledger
+
+then a driver-side finishing pass (pipelines.curate.finalize) for cross-rank exact dedup and per-shard counts.
+Language ID runs before the quality filters so that every non-kept language is counted under `language`
+and the stop-word rule can use the detected language.
+
+Stage folder `work/<run_id>/curate/`: `plan.json` (work units per rank), datatrove's logging layout
+(`completions/`, `logs/`, `stats/`, `stats.json`), `ranks/` (per-rank shards, hash sidecars, ledgers),
+`output/*.parquet` (the curated shards), `counts/<rank>.json` and `counts.parquet` (per-shard counts),
+`excluded/` (with `curate.exclusions: true`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from datatrove.utils.logging import logger
+
+from pipelines.config import ConfigError, CorpusConfig
+from pipelines.context import RunContext
+from pipelines.curate.inputs import InputError, Plan, discover, make_plan
+
+STAGE = "curate"
+# Documents per batched predict in the scorer. 128 documents (up to 64 chunks each) amortise fastText's
+# per-call cost; larger batches only raise a worker's peak memory (benchmarks/curate_throughput.py).
+SCORE_BATCH = 128
+
+
+# -- checks before any work ---------------------------------------------------------------------------------
+def _scoring_available() -> bool:
+    try:
+        import classifiers.scoring  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def preflight(config: CorpusConfig) -> None:
+    """Fail in the first second, naming the key, on missing inputs, models, tokenizer or profile."""
+    from classifiers.langid import lid_model_path
+    from pipelines.curate.tokens import resolve_tokenizer
+
+    if not config.input:
+        raise ConfigError("input: no input given (set input=PATH_OR_GLOB)")
+    try:
+        files, _skipped = discover(config.input)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    if not files:
+        raise ConfigError(
+            f"input: {config.input} contains no readable files (WARC, WET, JSONL, Parquet, HTML)"
+        )
+    if not config.curate.languages:
+        raise ConfigError("curate.languages: expected at least one language code, e.g. [en]")
+    try:
+        lid_model_path()
+        resolve_tokenizer(config.curate.tokenizer)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    step, _dims, _version = _scorer_and_dimensions(config)
+    if step is not None:
+        from classifiers.bundle import BundleError, load_bundle
+
+        try:
+            load_bundle(step.bundle_path)  # checks every model file before fastText sees it
+        except BundleError as exc:
+            raise ConfigError(f"classifier.bundle: {exc}") from None
+
+
+def _scorer_and_dimensions(config: CorpusConfig) -> tuple[Any, list[str], str | None]:
+    """(scoring step or None, dimensions for the ps_* columns, classifier version).
+
+    Scoring is skipped, with a warning, when `curate.score` is false, when classifiers.scoring is not
+    installed, or when `classifier.bundle` is 'default' and no default bundle was built yet (`make
+    classifier`); an explicitly configured bundle that is missing or broken is a ConfigError.
+    """
+    if not (config.curate.score and _scoring_available()):
+        return None, [], None
+    from classifiers.bundle import BundleError, read_manifest, resolve_bundle_path
+    from classifiers.profiles import ProfileError
+    from classifiers.scoring import ProsocialScorer
+
+    path = resolve_bundle_path(config.classifier.bundle)
+    if config.classifier.bundle in ("", "default") and not path.exists():
+        logger.warning(
+            f"{STAGE}: no default classifier bundle at {path} (run `make classifier`); not scoring"
+        )
+        return None, [], None
+    try:
+        manifest = read_manifest(path)
+        step = ProsocialScorer(
+            bundle=str(path),
+            profile=config.profile[0] if config.profile else "default",
+            batch_size=SCORE_BATCH,
+        )
+    except (BundleError, ProfileError) as exc:
+        raise ConfigError(f"classifier.bundle / profile: {exc}") from None
+    return step, list(manifest["dimensions"]), str(manifest["version"])
+
+
+# -- planning -----------------------------------------------------------------------------------------------
+def _workers(ctx: RunContext) -> int:
+    if ctx.client is not None:
+        try:
+            return max(1, len(ctx.client.scheduler_info(n_workers=-1)["workers"]))
+        except Exception:  # pragma: no cover - scheduler info shape differs across versions
+            pass
+    return ctx.config.cluster.n_workers
+
+
+def load_or_make_plan(stage: Path, inputs: list[str], config: CorpusConfig, workers: int) -> Plan:
+    """The saved plan when the input listing is unchanged; otherwise a new plan (and a clean stage folder)."""
+    cur = config.curate
+    plan = make_plan(
+        list(inputs),
+        tasks=cur.tasks,
+        workers=workers,
+        split_bytes=cur.read.split_bytes,
+        min_split_bytes=cur.read.min_split_bytes,
+    )
+    saved_path = stage / "plan.json"
+    if saved_path.is_file():
+        saved = Plan.from_json(saved_path.read_text())
+        if saved.fingerprint() == plan.fingerprint() and saved.inputs == plan.inputs:
+            return saved
+        logger.warning(f"{STAGE}: inputs changed since {saved_path} was planned; starting the stage over")
+        for sub in ("completions", "stats", "ranks", "output", "counts", "excluded", "logs"):
+            shutil.rmtree(stage / sub, ignore_errors=True)
+    from pipelines.parquet import write_bytes_atomic
+
+    write_bytes_atomic(plan.to_json().encode(), saved_path)
+    return plan
+
+
+# -- the pipeline -------------------------------------------------------------------------------------------
+def build_pipeline(plan: Plan, config: CorpusConfig, stage: Path) -> tuple[list, dict[str, Any]]:
+    """The datatrove steps of one curate rank, and facts about them for the summary."""
+    from classifiers.langid import lid_model_path
+    from pipelines.curate.exclusions import exclusion_writer
+    from pipelines.curate.extract import HtmlExtractor
+    from pipelines.curate.filters import OfflineLanguageFilter, quality_steps
+    from pipelines.curate.identity import ExactDedup
+    from pipelines.curate.output import RankLedger, ScoredShardWriter
+    from pipelines.curate.readers import CurateReader
+    from pipelines.curate.tokens import TokenCounter, resolve_tokenizer
+
+    cur = config.curate
+    excluded = str(stage / "excluded") if cur.exclusions else None
+
+    def excl(name: str):
+        return exclusion_writer(excluded, name)
+
+    scorer, dimensions, version = _scorer_and_dimensions(config)
+    steps: list = [
+        CurateReader(plan, cur.read, strict=config.strict, exclusion_dir=excluded),
+        HtmlExtractor(cur.extract, exclusion_dir=excluded),
+        OfflineLanguageFilter(
+            cur.languages, str(lid_model_path()), cur.language_threshold, exclusion_writer=excl("language")
+        ),
+        *quality_steps(cur.gopher_repetition, cur.gopher_quality, cur.c4, cur.fineweb, exclusion=excl),
+        ExactDedup(enabled=cur.exact_dedup, exclusion_dir=excluded),
+        TokenCounter(str(resolve_tokenizer(cur.tokenizer))),
+    ]
+    if scorer is not None:
+        steps.append(scorer)
+    steps.append(ScoredShardWriter(str(stage / "ranks"), dimensions, row_group_rows=cur.row_group_rows))
+    units = [[u.describe() for u in plan.units_of(rank)] for rank in range(plan.world_size)]
+    steps.append(RankLedger(str(stage / "ranks"), list(steps), units, strict=config.strict))
+    facts = {"extractor": cur.extract.engine, "scored": scorer is not None, "classifier_version": version}
+    return steps, facts
+
+
+def _summary(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {
+        "documents_in": 0,
+        "documents_out": 0,
+        "dropped": {},
+        "file_errors": {},
+        "repaired": {},
+    }
+    for c in all_counts:
+        total["documents_in"] += c["documents_in"]
+        total["documents_out"] += c["documents_out"]
+        for bucket in ("dropped", "file_errors", "repaired"):
+            for reason, n in c[bucket].items():
+                total[bucket][reason] = total[bucket].get(reason, 0) + n
+    for bucket in ("dropped", "file_errors", "repaired"):
+        total[bucket] = dict(sorted(total[bucket].items(), key=lambda kv: (-kv[1], kv[0])))
+    total["unaccounted"] = total["documents_in"] - total["documents_out"] - sum(total["dropped"].values())
+    return total
+
+
+def run_curate(ctx: RunContext, inputs: list[str]) -> dict[str, Any]:
+    """Curate `inputs` into `work/<run_id>/curate/output/*.parquet`; return the stage summary.
+
+    The summary has `output_dir`, `documents_in`, `documents_out`, `dropped` {reason: n}, `file_errors`,
+    `repaired`, `shards`, `counts_dir` (per-shard JSON) and `counts_table` (per-shard Parquet).
+    """
+    from pipelines.curate.finalize import finalize
+    from pipelines.executor import DaskPipelineExecutor
+
+    config = ctx.config
+    stage = ctx.stage_dir(STAGE)
+    plan = load_or_make_plan(stage, inputs, config, _workers(ctx))
+    result: dict[str, Any] = {
+        "output_dir": str(stage / "output"),
+        "counts_dir": str(stage / "counts"),
+        "counts_table": str(stage / "counts.parquet"),
+        "ranks": plan.world_size,
+        "skipped_files": plan.skipped,
+    }
+    (stage / "output").mkdir(parents=True, exist_ok=True)
+    if plan.world_size == 0:
+        logger.warning(f"{STAGE}: no readable input files in {list(inputs)}")
+        return {**result, **_summary([]), "shards": 0}
+    steps, facts = build_pipeline(plan, config, stage)
+    executor = DaskPipelineExecutor(
+        steps,
+        tasks=plan.world_size,
+        logging_dir=str(stage),
+        client=ctx.client,
+        name=STAGE,
+        fail_fast=config.strict,
+    )
+    executor.run()
+    all_counts = finalize(
+        stage, plan.world_size, exact_dedup=config.curate.exact_dedup, exclusions=config.curate.exclusions
+    )
+    summary = _summary(all_counts)
+    if summary["unaccounted"]:
+        logger.error(f"{STAGE}: {summary['unaccounted']} documents unaccounted for; see {stage / 'counts'}")
+    shards = sum(1 for c in all_counts if c.get("shard"))
+    logger.info(
+        f"{STAGE}: {summary['documents_in']} documents in, {summary['documents_out']} out, "
+        f"{sum(summary['dropped'].values())} dropped, {shards} shards in {stage / 'output'}"
+    )
+    (stage / "summary.json").write_text(
+        json.dumps({**result, **summary, **facts, "shards": shards}, indent=1)
+    )
+    return {**result, **summary, **facts, "shards": shards}

@@ -1,0 +1,176 @@
+"""Byte streams for splitting and reading WARC files: gzip members with their offsets, record boundaries.
+
+Why our own gzip layer under FastWARC: FastWARC's reader stops silently at a truncated gzip (the real
+`clipped.warc.gz` yields a short record and no error), and it reports record offsets in the *decompressed*
+stream. Common Crawl's index, and byte-range splitting, need the *compressed* offset of the gzip member
+that holds each record. `GzipMembers` decompresses member by member with zlib, remembers where each member
+starts in the file, stops cleanly at a unit's end, and records truncation or trailing garbage instead of
+losing it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import zlib
+from typing import BinaryIO
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+_CHUNK = 1 << 16
+
+
+class GzipMembers(io.RawIOBase):
+    """Decompressed view of a multi-member gzip file from compressed offset `start`.
+
+    Reading stops at the first member that starts at or after `stop` (None: end of file). Afterwards
+    `truncated` is True when the file ended inside a member, and `corrupt` holds a message when bytes that
+    are not gzip follow a member; `error_offset` is the compressed offset of the problem.
+    """
+
+    def __init__(self, raw: BinaryIO, start: int = 0, stop: int | None = None):
+        super().__init__()
+        self.raw = raw
+        self.raw.seek(start)
+        self.stop = stop
+        self.pos_in = start  # compressed offset of the next unread input byte
+        self.pos_out = 0  # decompressed bytes produced so far
+        self.truncated = False
+        self.corrupt: str | None = None
+        self.error_offset: int | None = None
+        self._member_out: list[int] = []  # decompressed offset where each member starts
+        self._member_in: list[int] = []  # its compressed offset
+        self._decomp: zlib._Decompress | None = None
+        self._pending = b""  # compressed bytes read but not yet fed
+        self._out = b""
+        self._out_pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    # FastWARC asks for tell() once and panics on a stream without seek support, so offer no-op seeks.
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos_out - (len(self._out) - self._out_pos)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        here = self.tell()
+        if (whence == io.SEEK_CUR and offset == 0) or (whence == io.SEEK_SET and offset == here):
+            return here
+        raise OSError("GzipMembers is a forward-only stream")
+
+    def member_offset(self, decompressed_pos: int) -> int:
+        """Compressed offset of the member containing decompressed position `decompressed_pos`."""
+        i = bisect.bisect_right(self._member_out, decompressed_pos) - 1
+        return self._member_in[max(i, 0)] if self._member_in else 0
+
+    def _fill(self) -> None:
+        while self._out_pos >= len(self._out) and not self._done:
+            if not self._pending:
+                self._pending = self.raw.read(_CHUNK)
+                if not self._pending:
+                    if self._decomp is not None and not self._decomp.eof:
+                        self.truncated = True
+                        self.error_offset = self._member_in[-1] if self._member_in else self.pos_in
+                    self._done = True
+                    return
+            if self._decomp is None:  # at a member boundary
+                if len(self._pending) < 3 and not self._top_up():
+                    self._pending_garbage()
+                    return
+                if self.stop is not None and self.pos_in >= self.stop:
+                    self._done = True
+                    return
+                if not self._pending.startswith(GZIP_MAGIC):
+                    self._pending_garbage()
+                    return
+                self._decomp = zlib.decompressobj(31)
+                self._member_in.append(self.pos_in)
+                self._member_out.append(self.pos_out)
+            data, self._pending = self._pending, b""
+            try:
+                out = self._decomp.decompress(data)
+            except zlib.error as exc:
+                self.corrupt = f"invalid gzip data ({exc})"
+                self.error_offset = self._member_in[-1]
+                self._done = True
+                return
+            if self._decomp.eof:
+                unused = self._decomp.unused_data
+                self.pos_in += len(data) - len(unused)
+                self._pending = unused
+                self._decomp = None
+            else:
+                self.pos_in += len(data)
+            self._out, self._out_pos = out, 0
+            self.pos_out += len(out)
+
+    def _top_up(self) -> bool:
+        more = self.raw.read(_CHUNK)
+        self._pending += more
+        return len(self._pending) >= 3
+
+    def _pending_garbage(self) -> None:
+        if self._pending.strip(b"\x00"):  # some writers pad with NULs
+            self.corrupt = "bytes after the last gzip member are not gzip data"
+            self.error_offset = self.pos_in
+        self._done = True
+
+    def readinto(self, buffer) -> int:
+        self._fill()
+        available = len(self._out) - self._out_pos
+        if available <= 0:
+            return 0
+        n = min(len(buffer), available)
+        buffer[:n] = memoryview(self._out)[self._out_pos : self._out_pos + n]
+        self._out_pos += n
+        return n
+
+
+def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int | None:
+    """Offset of the first gzip member at or after `start` whose data begins with `expect`, or None.
+
+    A candidate is a gzip magic number that decompresses to a WARC header; random magic-like bytes inside
+    compressed data fail that check.
+    """
+    pos = start
+    raw.seek(pos)
+    window = raw.read(_CHUNK * 4)
+    while window:
+        i = window.find(GZIP_MAGIC)
+        while i != -1:
+            candidate = pos + i
+            raw.seek(candidate)
+            head = raw.read(_CHUNK)
+            try:
+                out = zlib.decompressobj(31).decompress(head, len(expect))
+            except zlib.error:
+                out = b""
+            if out.startswith(expect):
+                return candidate
+            i = window.find(GZIP_MAGIC, i + 1)
+        pos += max(len(window) - 2, 1)  # keep 2 bytes of overlap for a magic split across windows
+        raw.seek(pos)
+        window = raw.read(_CHUNK * 4)
+        if len(window) < 3:
+            return None
+    return None
+
+
+def find_warc_record(raw: BinaryIO, start: int) -> int | None:
+    """Offset of the first uncompressed WARC record header (`WARC/1.x` at a line start) at or after `start`."""
+    if start == 0:
+        return 0
+    pos = start - 1  # the header may begin exactly at `start`, right after a newline
+    raw.seek(pos)
+    window = raw.read(_CHUNK * 4)
+    while len(window) > 8:
+        i = window.find(b"\nWARC/1.")
+        if i != -1:
+            return pos + i + 1
+        pos += len(window) - 8
+        raw.seek(pos)
+        window = raw.read(_CHUNK * 4)
+    return None

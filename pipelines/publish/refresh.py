@@ -1,0 +1,69 @@
+"""`corpus refresh [-c CONFIG] [key=value ...]`: incremental, idempotent run on new inputs only.
+
+Made to be started by cron, a systemd timer or an orchestrator: it holds the output root's lock for the whole
+run, finishes whatever an earlier crash left half done, curates only inputs the state store has not seen,
+publishes a new version, and prints one JSON summary on stdout (logs go to the run folder and stderr).
+
+Exit codes: 0 published (or finished an interrupted publish) or nothing new; 75 another run holds the lock
+(EX_TEMPFAIL: try again later); 2 bad configuration; 1 any other failure. A failure never leaves a
+half-published version: `latest` and every published version stay intact, and the next refresh resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.config import load_config
+
+EXIT_LOCKED = 75
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="level of the log on stderr (the run folder's log is always INFO); WARNING keeps cron mail short",
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="print the JSON summary on one line (log files)"
+    )
+
+
+def configure_stderr(level: str) -> None:
+    """One stderr sink at `level` for this process (the run's log file is added by the graph)."""
+    from datatrove.utils.logging import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper())
+
+
+def run_command(args: argparse.Namespace, mode: str) -> int:
+    """Shared by `corpus run` and `corpus refresh`: run the graph, print the summary, map errors to exit codes."""
+    from pipelines.graph import run_graph
+    from pipelines.publish.lock import LockHeld
+    from pipelines.publish.state import StateError
+
+    config = load_config(args.config, args.overrides)
+    configure_stderr(getattr(args, "log_level", "INFO"))
+    try:
+        summary = run_graph(config, mode=mode)
+    except LockHeld as exc:
+        print(f"corpus {mode if mode == 'refresh' else 'run'}: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except StateError as exc:
+        print(f"corpus {mode if mode == 'refresh' else 'run'}: {exc}", file=sys.stderr)
+        return 1
+    if summary.get("status") == "nothing new":
+        print("refresh: nothing new", file=sys.stderr)
+    print(json.dumps(summary, indent=None if getattr(args, "compact", False) else 2, default=str))
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_command(args, "refresh")

@@ -1,0 +1,109 @@
+"""The bundle API: loading, scoring, content-hash version, and clear errors instead of C++ crashes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from classifiers.bundle import BundleError, default_bundle_path, load_bundle, manifest_version
+from classifiers.testing import make_tiny_bundle
+
+KIND = "Thank you so much, I hope you feel better soon. Happy to help, you are welcome."
+HOSTILE = "You are a stupid worthless idiot and I hate you, shut up, loser."
+
+
+def test_score_shapes_ranges_and_order(tiny_bundle):
+    scores = tiny_bundle.score([KIND, HOSTILE, "", "the weather report"])
+    assert (
+        sorted(scores) == sorted(tiny_bundle.dimensions) == ["care", "constructiveness", "respect", "virtue"]
+    )
+    for dim, values in scores.items():
+        assert values.dtype == np.float32 and values.shape == (4,)
+        assert np.all((values >= 0) & (values <= 1)), dim
+        assert values[0] > 0.8 > 0.2 > values[1], (dim, values)
+
+
+def test_empty_batch_and_string_misuse(tiny_bundle):
+    assert all(v.shape == (0,) for v in tiny_bundle.score([]).values())
+    with pytest.raises(TypeError):
+        tiny_bundle.score(KIND)
+
+
+def test_long_documents_are_scored_by_chunks(tiny_bundle):
+    page = " ".join([KIND] * 30)  # many chunks of 40 words
+    chunks, offsets = tiny_bundle.chunk([page, KIND])
+    assert offsets.tolist()[0] == 0 and offsets[1] > 3
+    with_hate = page + " " + HOSTILE * 3
+    scores = tiny_bundle.score([page, with_hate])
+    assert all(scores[d][1] < scores[d][0] for d in tiny_bundle.dimensions)
+
+
+def test_version_is_a_content_hash_and_training_is_deterministic(tiny_bundle, tmp_path):
+    again = load_bundle(make_tiny_bundle(tmp_path / "again"))
+    assert again.version == tiny_bundle.version
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest_version(manifest) == manifest["version"] == again.version
+    assert manifest["normalization_version"] and manifest["hyperparameters"]["seed"] == 0
+    assert all(m["training_data"]["sha256"] for m in manifest["models"].values())
+
+
+def test_missing_folder_and_manifest(tmp_path):
+    with pytest.raises(BundleError, match=str(tmp_path / "nope")):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="manifest missing"):
+        load_bundle(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.unlink(), "model file missing"),
+        (lambda p: p.write_bytes(b""), "truncated or empty"),
+        (lambda p: p.write_bytes(b"this is not a fastText model at all"), "bad magic"),
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "corrupt"),
+    ],
+    ids=["missing", "empty", "garbage", "truncated"],
+)
+def test_bad_model_files_name_the_path(tiny_bundle_path, tmp_path, damage, message):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_path, copy)
+    victim = copy / "respect.bin"
+    damage(victim)
+    with pytest.raises(BundleError, match=message) as info:
+        load_bundle(copy)
+    assert str(victim) in str(info.value)
+
+
+def test_hand_edited_manifest_and_other_normalisation_are_refused(tiny_bundle_path, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"]["care"]["threshold"] += 0.123
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="content hash"):
+        load_bundle(copy)
+    manifest["normalization_version"] = "0"
+    manifest["version"] = manifest_version(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="normalisation"):
+        load_bundle(copy)
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable"):
+        load_bundle(copy)
+
+
+def test_shipped_default_bundle_loads_and_ranks():
+    path = default_bundle_path()
+    if not (path / "manifest.json").is_file():
+        pytest.skip(f"no default bundle at {path} (run `make classifier`)")
+    bundle = load_bundle("default")
+    assert {"care", "respect", "constructiveness", "virtue"} <= set(bundle.dimensions)
+    sizes = sum(f.stat().st_size for f in path.iterdir())
+    assert sizes < 12e6, "the shipped bundle should stay a few MB"
+    scores = bundle.score([KIND, HOSTILE])
+    assert scores["respect"][0] > scores["respect"][1]
+    assert scores["care"][0] > scores["care"][1]

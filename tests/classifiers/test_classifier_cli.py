@@ -1,0 +1,100 @@
+"""`corpus classifier train` and `corpus classifier eval` end to end on a self-made labelled source."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+
+from classifiers.bundle import load_bundle
+from classifiers.testing import tiny_texts
+from pipelines.cli import main as corpus
+
+
+def _make_source(root, name="toy", commercial=True, n=600, seed=0):
+    folder = root / "seeds" / name
+    folder.mkdir(parents=True)
+    texts, labels = tiny_texts(n, seed=seed)
+    lines = ["text,label"] + [f"{t},{int(y)}" for t, y in zip(texts, labels, strict=True)]
+    (folder / "data.csv").write_text("\n".join(lines) + "\n")
+    recipes = root / "recipes"
+    recipes.mkdir(exist_ok=True)
+    (recipes / f"{name}.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            name: {name}
+            license: {"MIT" if commercial else "CC BY-NC 4.0"}
+            commercial: {str(commercial).lower()}
+            citation: 'generated test data'
+            local: {{folder: {name}, builder: csv, splits: {{all: [data.csv]}}}}
+            text: text
+            labels:
+              respect: {{positive: {{column: label, eq: 1}}, negative: {{column: label, eq: 0}}}}
+              care: {{positive: {{column: label, eq: 1}}, negative: {{column: label, eq: 0}}}}
+            """
+        )
+    )
+
+
+TINY = ["--param", "dim=16", "--param", "bucket=20000", "--param", "epoch=10", "--param", "quantize=false"]
+
+
+def test_train_eval_and_license_filter(tmp_path, capsys):
+    _make_source(tmp_path, "open", commercial=True, seed=0)
+    _make_source(tmp_path, "closed", commercial=False, seed=1)
+    args = ["--seeds", str(tmp_path / "seeds"), "--recipes", str(tmp_path / "recipes")]
+    out = tmp_path / "bundle"
+    assert corpus(["classifier", "train", *args, "--out", str(out), *TINY, "--param", "care.epoch=12"]) == 0
+    bundle = load_bundle(out)
+    assert bundle.dimensions == ["care", "respect"]
+    manifest = bundle.manifest
+    assert {s["name"] for s in manifest["sources"]} == {"open", "closed"}
+    assert manifest["models"]["care"]["fasttext_args"]["epoch"] == 12
+    card = (out / "README.md").read_text()
+    assert "CC BY-NC 4.0" in card and "closed" in card
+
+    commercial = tmp_path / "commercial"
+    assert (
+        corpus(["classifier", "train", *args, "--out", str(commercial), "--licenses", "commercial", *TINY])
+        == 0
+    )
+    assert [s["name"] for s in load_bundle(commercial).manifest["sources"]] == ["open"]
+
+    report = tmp_path / "report.json"
+    assert (
+        corpus(
+            ["classifier", "eval", *args, "--model", str(out), "--no-minilm", "--loso", "--json", str(report)]
+        )
+        == 0
+    )
+    data = json.loads(report.read_text())
+    for dim in ("care", "respect"):
+        for source in ("open", "closed"):
+            ft = data["results"][dim]["fasttext"][source]
+            tfidf = data["results"][dim]["tfidf-lr"][source]
+            assert ft["auc"] > 0.9 and tfidf["auc"] > 0.9
+            assert {"f1", "ece", "n_pos", "n_neg"} <= set(ft)
+        assert set(data["loso"][dim]["fasttext"]) == {"open", "closed"}
+    assert data["throughput"]["fasttext"] > 0 and data["throughput"]["tfidf-lr"] > 0
+    assert "| care | open |" in capsys.readouterr().out
+
+
+def test_train_reports_bad_recipes(tmp_path, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "bad.yaml").write_text("name: bad\n")
+    code = corpus(
+        [
+            "classifier",
+            "train",
+            "--seeds",
+            str(tmp_path),
+            "--recipes",
+            str(tmp_path / "recipes"),
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
+    assert code == 2 and "bad.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert np.isfinite(0.0)

@@ -1,0 +1,107 @@
+"""The datatrove scoring step and the `corpus score` command."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from datatrove.data import Document
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+
+from classifiers.profiles import ProfileError
+from classifiers.scoring import ProsocialScorer
+from pipelines.cli import main as corpus
+
+KIND = "Thank you so much, I hope you feel better soon. Happy to help, you are welcome."
+HOSTILE = "You are a stupid worthless idiot and I hate you, shut up, loser."
+
+
+def test_step_annotates_without_dropping(tiny_bundle_path, tiny_bundle):
+    step = ProsocialScorer(bundle=tiny_bundle_path, batch_size=2)
+    clone = pickle.loads(pickle.dumps(step))  # executors ship steps to workers: no model inside
+    assert len(pickle.dumps(step)) < 50_000
+    docs = [
+        Document(text=t, id=str(i))
+        for i, t in enumerate([KIND, HOSTILE, "", KIND + " " + HOSTILE, "the news"])
+    ]
+    out = list(clone.run(iter(docs)))
+    assert [d.id for d in out] == ["0", "1", "2", "3", "4"]
+    for doc in out:
+        for dim in tiny_bundle.dimensions:
+            assert 0.0 <= doc.metadata[f"ps_{dim}"] <= 1.0
+        assert doc.metadata["classifier_version"] == tiny_bundle.version
+    assert out[0].metadata["prosocial"] > 0.8 > 0.2 > out[1].metadata["prosocial"]
+    assert clone.stats["scored"].total == 5
+
+
+def test_step_in_a_streaming_pipeline(tiny_bundle_path, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    with open(src / "docs.jsonl", "w") as handle:
+        for i in range(50):
+            handle.write(json.dumps({"id": f"d{i}", "text": KIND if i % 2 else HOSTILE}) + "\n")
+    LocalPipelineExecutor(
+        pipeline=[
+            JsonlReader(str(src)),
+            ProsocialScorer(bundle=tiny_bundle_path, batch_size=16),
+            JsonlWriter(str(tmp_path / "out"), compression=None),
+        ],
+        logging_dir=str(tmp_path / "logs"),
+        tasks=1,
+    ).run()
+    rows = [
+        json.loads(line)
+        for f in sorted((tmp_path / "out").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    assert len(rows) == 50
+    kind = [r["metadata"]["prosocial"] for r in rows if r["id"] in {f"d{i}" for i in range(1, 50, 2)}]
+    hostile = [r["metadata"]["prosocial"] for r in rows if r["id"] in {f"d{i}" for i in range(0, 50, 2)}]
+    assert min(kind) > max(hostile)
+
+
+def test_profile_weighting_a_missing_dimension_fails_at_construction(tiny_bundle_path, tmp_path):
+    profile = tmp_path / "eco.yaml"
+    profile.write_text("weights: {ecological_care: 1.0}\ntiers: [{name: all, min_score: 0.0, factor: 1.0}]\n")
+    with pytest.raises(ProfileError, match="ecological_care"):
+        ProsocialScorer(bundle=tiny_bundle_path, profile=str(profile))
+
+
+def test_corpus_score_keeps_input_order(tiny_bundle_path, tiny_bundle, tmp_path, capsys):
+    texts = [KIND, HOSTILE] * 3 + [""]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"x{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "sub" / "out.jsonl"
+    assert corpus(["score", "--model", str(tiny_bundle_path), "--input", str(inp), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"x{i}" for i in range(len(texts))]
+    assert set(rows[0]) == {"id", "prosocial", *tiny_bundle.dimensions}
+    direct = tiny_bundle.score(texts)
+    for i, row in enumerate(rows):
+        assert row["care"] == pytest.approx(float(direct["care"][i]), abs=1e-5)
+    assert rows[0]["prosocial"] > rows[1]["prosocial"]
+
+
+def test_corpus_score_errors_are_clear(tiny_bundle_path, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": 1, "text": "hello"}\nnot json\n{"id": 3}\n')
+    out = tmp_path / "out.jsonl"
+    assert corpus(["score", "--model", str(tiny_bundle_path), "--input", str(inp), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "line 3" in err
+    assert (
+        corpus(
+            ["score", "--model", str(tiny_bundle_path), "--input", str(inp), "--output", str(out), "--strict"]
+        )
+        == 2
+    )
+    assert "line 2" in capsys.readouterr().err
+    assert (
+        corpus(["score", "--model", str(tmp_path / "missing"), "--input", str(inp), "--output", str(out)])
+        == 2
+    )
+    assert str(tmp_path / "missing") in capsys.readouterr().err

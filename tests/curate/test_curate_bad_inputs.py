@@ -1,0 +1,251 @@
+"""Every bad-input case of issue 3, with fixtures made here: counted by reason (run goes on), or strict fails fast.
+
+Cases: truncated gzip, invalid JSON lines, non-UTF-8 bytes and mislabelled charsets, empty files, a 50 MB
+single document, a WARC record with no HTTP payload, a Parquet file with the wrong schema.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from curate_fixtures import (
+    counters,
+    html_page,
+    html_warc,
+    http_response,
+    prose,
+    read_reader,
+    run_stage,
+    warc_record,
+    write_jsonl,
+    write_warc,
+)
+
+from pipelines.curate.readers import BadInputError
+
+FIFTY_MB = 50 * 1024 * 1024
+
+
+def _truncate(path, keep: float = 0.7):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+# -- truncated gzip ------------------------------------------------------------------------------------------
+def test_truncated_warc_gzip_keeps_complete_records(tmp_path):
+    path = _truncate(html_warc(tmp_path / "cut.warc.gz", 10))
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["file_error_truncated_gzip"] == 1
+    assert 5 <= len(docs) < 10, "complete members before the cut are read"
+    assert c["documents_in"] == len(docs) + c.get("dropped_truncated", 0)
+
+
+def test_truncated_single_member_warc_drops_the_partial_record(tmp_path):
+    path = _truncate(html_warc(tmp_path / "one.warc.gz", 3, gzip_members=False), keep=0.8)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["file_error_truncated_gzip"] == 1 and c["dropped_truncated"] == 1
+    assert c["documents_in"] == len(docs) + 1
+
+
+def test_real_clipped_warc(shared_data):
+    docs, reader = read_reader([shared_data / "web" / "resiliparse-tests" / "clipped.warc.gz"])
+    c = counters(reader)
+    assert docs == [] and c["documents_in"] == 1 and c["dropped_truncated"] == 1
+    assert c["file_error_truncated_gzip"] == 1
+
+
+def test_truncated_jsonl_gzip(tmp_path):
+    path = _truncate(write_jsonl(tmp_path / "cut.jsonl.gz", [{"text": prose(i)} for i in range(50)]))
+    docs, reader = read_reader([path])
+    assert counters(reader)["file_error_truncated_gzip"] == 1
+    assert 0 < len(docs) < 50
+
+
+def test_truncated_html_gzip(tmp_path):
+    path = tmp_path / "page.html.gz"
+    path.write_bytes(gzip.compress(html_page(prose(1)).encode())[:-20])
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert docs == [] and c["dropped_truncated"] == 1 and c["file_error_truncated_gzip"] == 1
+
+
+# -- invalid JSON lines ----------------------------------------------------------------------------------------
+def test_invalid_json_lines_are_counted(tmp_path):
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {"text": prose(1)},
+            '{"text": "unterminated',
+            "[1, 2, 3]",
+            {"title": "no text field"},
+            {"text": "   "},
+            {"text": prose(2)},
+        ],
+    )
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 2
+    assert (c["dropped_invalid_json"], c["dropped_missing_text"], c["dropped_empty_text"]) == (2, 1, 1)
+    assert c["documents_in"] == 6
+
+
+# -- non-UTF-8 bytes and mislabelled charsets ------------------------------------------------------------------
+def test_non_utf8_bytes_in_jsonl_are_replaced_and_counted(tmp_path):
+    line = b'{"text": "Caf\xe9 au lait ' + prose(3).replace("\n", " ").encode() + b'"}'
+    path = write_jsonl(tmp_path / "latin1.jsonl", [line])
+    docs, reader = read_reader([path])
+    assert counters(reader)["repaired_invalid_utf8"] == 1
+    assert len(docs) == 1 and docs[0].text.startswith("Caf\ufffd au lait")
+
+
+@pytest.mark.parametrize(
+    ("declared", "encoding"),
+    [("utf-8", "cp1252"), ("iso-8859-1", "utf-8"), ("windows-1251", "utf-8")],
+)
+def test_mislabelled_charset_in_warc(tmp_path, declared, encoding):
+    text = "Crème brûlée für Gäste. " + prose(4)
+    body = html_page(text, charset_meta=None).encode(encoding)
+    path = write_warc(
+        tmp_path / "mis.warc.gz", [warc_record(http_response(body, f"text/html; charset={declared}"))]
+    )
+    docs, reader = read_reader([path])
+    assert counters(reader)["repaired_mislabelled_charset"] == 1
+    assert "Crème brûlée für Gäste" in docs[0].text
+
+
+def test_correctly_labelled_charset_is_not_a_repair(tmp_path):
+    body = html_page("Crème brûlée. " + prose(5), charset_meta="windows-1252").encode("cp1252")
+    (tmp_path / "ok.html").write_bytes(body)
+    docs, reader = read_reader([tmp_path / "ok.html"])
+    assert "Crème brûlée" in docs[0].text
+    assert not any(k.startswith("repaired_") for k in counters(reader))
+
+
+# -- empty files -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["e.jsonl", "e.jsonl.gz", "e.warc.gz", "e.warc", "e.html", "e.parquet"])
+def test_empty_files(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"") if name == "e.jsonl.gz" else b"")
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert docs == [] and c["file_error_empty_file"] == 1 and c.get("documents_in", 0) == 0
+
+
+# -- a 50 MB single document -----------------------------------------------------------------------------------
+def test_50mb_jsonl_line_is_dropped_without_stopping(tmp_path):
+    path = tmp_path / "huge.jsonl"
+    with open(path, "wb") as f:
+        f.write(json.dumps({"text": prose(1)}).encode() + b"\n")
+        f.write(b'{"text": "' + b"word " * (FIFTY_MB // 5) + b'"}\n')
+        f.write(json.dumps({"text": prose(2)}).encode() + b"\n")
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["dropped_too_large"] == 1 and len(docs) == 2 and c["documents_in"] == 3
+    assert docs[1].metadata["source_offset"] > FIFTY_MB, "offsets continue after the skipped line"
+
+
+def test_50mb_warc_record_is_dropped(tmp_path):
+    big = http_response(b"<html><body>" + b"<p>x</p>" * (FIFTY_MB // 8) + b"</body></html>")
+    small = http_response(html_page(prose(7)).encode())
+    path = write_warc(
+        tmp_path / "big.warc.gz", [warc_record(big, url="https://e.org/big"), warc_record(small)]
+    )
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["dropped_too_large"] == 1 and len(docs) == 1
+
+
+def test_50mb_html_file_is_dropped(tmp_path):
+    (tmp_path / "big.html").write_bytes(b"<html>" + b"a" * FIFTY_MB + b"</html>")
+    docs, reader = read_reader([tmp_path / "big.html"])
+    assert docs == [] and counters(reader)["dropped_too_large"] == 1
+
+
+# -- a WARC record with no HTTP payload ------------------------------------------------------------------------
+def test_warc_response_without_payload(tmp_path):
+    headers_only = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n"
+    not_http = b"this block is not an HTTP response at all"
+    records = [
+        warc_record(headers_only, url="https://e.org/empty"),
+        warc_record(not_http, url="https://e.org/garbage"),
+        warc_record(b"", url="https://e.org/zero"),
+        warc_record(http_response(html_page(prose(8)).encode()), url="https://e.org/good"),
+    ]
+    path = write_warc(tmp_path / "nopayload.warc.gz", records)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["dropped_no_payload"] == 3 and [d.metadata["url"] for d in docs] == ["https://e.org/good"]
+
+
+def test_warc_other_drops(tmp_path):
+    records = [
+        warc_record(http_response(b"%PDF-1.4 binary", "application/pdf"), url="https://e.org/a.pdf"),
+        warc_record(http_response(b"<p>gone</p>", status=404), url="https://e.org/404"),
+        warc_record(
+            b"GET / HTTP/1.1\r\n\r\n", kind="request", content_type="application/http; msgtype=request"
+        ),
+    ]
+    docs, reader = read_reader([write_warc(tmp_path / "o.warc.gz", records)])
+    c = counters(reader)
+    assert docs == [] and c["dropped_unsupported_content_type"] == 1 and c["dropped_http_status"] == 1
+    assert c["documents_in"] == 2, "request records are not documents"
+
+
+# -- a Parquet file with the wrong schema ----------------------------------------------------------------------
+def test_parquet_wrong_schema_counts_every_row(tmp_path):
+    pq.write_table(pa.table({"content": [1, 2, 3], "url": ["a", "b", "c"]}), tmp_path / "wrong.parquet")
+    pq.write_table(pa.table({"text": [4, 5]}), tmp_path / "wrongtype.parquet")
+    pq.write_table(pa.table({"text": [prose(9)]}), tmp_path / "right.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 this is not parquet")
+    docs, reader = read_reader([tmp_path])
+    c = counters(reader)
+    assert len(docs) == 1
+    assert c["dropped_wrong_schema"] == 5 and c["file_error_wrong_schema"] == 2
+    assert c["file_error_unreadable_parquet"] == 1
+
+
+# -- strict mode: fail fast naming file and offset -------------------------------------------------------------
+def _bad_inputs(tmp_path):
+    return {
+        "truncated": _truncate(html_warc(tmp_path / "t.warc.gz", 4, gzip_members=False), 0.8),
+        "invalid_json": write_jsonl(tmp_path / "j.jsonl", [{"text": prose(1)}, "{oops"]),
+        "utf8": write_jsonl(tmp_path / "u.jsonl", [b'{"text": "\xff\xfe bad"}']),
+        "charset": write_warc(
+            tmp_path / "c.warc.gz",
+            [warc_record(http_response("é".encode("cp1252") * 10, "text/html; charset=utf-8"))],
+        ),
+        "empty": write_jsonl(tmp_path / "e.jsonl", []).write_bytes(b"") or tmp_path / "e.jsonl",
+        "no_payload": write_warc(tmp_path / "n.warc.gz", [warc_record(b"HTTP/1.1 200 OK\r\n\r\n")]),
+        "schema": (pq.write_table(pa.table({"body": ["x"]}), tmp_path / "s.parquet"), tmp_path / "s.parquet")[
+            1
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["truncated", "invalid_json", "utf8", "charset", "empty", "no_payload", "schema"]
+)
+def test_strict_fails_naming_file_and_offset(tmp_path, case):
+    path = _bad_inputs(tmp_path)[case]
+    with pytest.raises(BadInputError) as info:
+        read_reader([path], strict=True)
+    assert str(path) in str(info.value) and "offset" in str(info.value)
+
+
+def test_strict_fails_fast_through_dask(tmp_path, dask_client):
+    """`strict: true` on the cluster: the run fails with the file and offset in the error."""
+    from pipelines.executor import RankFailed
+
+    good = write_jsonl(tmp_path / "in" / "good.jsonl", [{"text": prose(i)} for i in range(3)])
+    bad = write_jsonl(tmp_path / "in" / "bad.jsonl", [{"text": prose(10)}, "{not json"])
+    with pytest.raises(RankFailed) as info:
+        run_stage(tmp_path / "out", [good.parent], dask_client, "strict=true")
+    first_line = bad.read_bytes().index(b"\n") + 1
+    assert f"{bad} at offset {first_line}" in str(info.value) and "invalid JSON" in str(info.value)

@@ -1,0 +1,80 @@
+"""Each input format yields documents with text, provenance (source, offset), URL and crawl date."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from curate_fixtures import (
+    counters,
+    html_page,
+    html_warc,
+    prose,
+    read_reader,
+    warc_record,
+    write_jsonl,
+    write_warc,
+)
+
+
+def test_warc_html_responses(tmp_path):
+    docs, _ = read_reader([html_warc(tmp_path / "a.warc.gz", 3)])
+    assert [d.metadata["url"] for d in docs] == [f"https://example.org/p{i}" for i in range(3)]
+    assert all(d.metadata["kind"] == "html" and "<p>" in d.text for d in docs)
+    assert docs[0].metadata["crawl_date"] == "2024-01-02T03:04:05Z"
+    assert docs[0].metadata["source_offset"] == 0 and docs[1].metadata["source_offset"] > 0
+
+
+def test_wet_conversion_records(tmp_path):
+    records = [
+        warc_record(
+            prose(i).encode(), url=f"https://example.org/t{i}", kind="conversion", content_type="text/plain"
+        )
+        for i in range(2)
+    ]
+    docs, _ = read_reader([write_warc(tmp_path / "CC-MAIN-x.warc.wet.gz", records)])
+    assert [d.text for d in docs] == [prose(0), prose(1)]
+    assert all(d.metadata["kind"] == "text" for d in docs)
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.jsonl.gz", "a.jsonl.zst", "a.json.gz"])
+def test_jsonl_compressions(tmp_path, name):
+    rows = [
+        {"text": prose(i), "metadata": {"url": f"https://e.org/{i}", "date_download": "2023-01-27"}}
+        for i in range(3)
+    ]
+    docs, reader = read_reader([write_jsonl(tmp_path / name, rows)])
+    assert [d.text for d in docs] == [r["text"] for r in rows]
+    assert docs[2].metadata["url"] == "https://e.org/2" and docs[2].metadata["crawl_date"] == "2023-01-27"
+    assert counters(reader)["documents_in"] == 3
+
+
+def test_jsonl_configurable_text_field(tmp_path):
+    path = write_jsonl(tmp_path / "c4.jsonl", [{"content": {"body": prose(1)}, "id": "https://e.org/x"}])
+    docs, _ = read_reader([path], text_field="content.body")
+    assert docs[0].text == prose(1) and docs[0].metadata["url"] == "https://e.org/x"
+    docs, reader = read_reader([path])
+    assert docs == [] and counters(reader)["dropped_missing_text"] == 1
+
+
+def test_parquet_rows(tmp_path):
+    table = pa.table(
+        {"text": [prose(1), prose(2)], "url": ["https://e.org/1", None], "date": ["2020-01-01", "2020-01-02"]}
+    )
+    pq.write_table(table, tmp_path / "p.parquet")
+    docs, _ = read_reader([tmp_path / "p.parquet"])
+    assert [d.metadata["source_offset"] for d in docs] == [0, 1]
+    assert docs[0].metadata["url"] == "https://e.org/1" and docs[1].metadata["url"] is None
+    assert docs[1].metadata["crawl_date"] == "2020-01-02"
+
+
+def test_html_folder_with_gzip_and_canonical_url(tmp_path):
+    page = html_page(prose(1)).replace("<head>", '<head><link rel="canonical" href="https://e.org/canon">')
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "a.html").write_text(page)
+    (tmp_path / "pages" / "b.html.gz").write_bytes(gzip.compress(html_page(prose(2)).encode()))
+    docs, _ = read_reader([tmp_path / "pages"])
+    assert len(docs) == 2 and all(d.metadata["kind"] == "html" for d in docs)
+    assert docs[0].metadata["url"] == "https://e.org/canon" and docs[1].metadata["url"] is None

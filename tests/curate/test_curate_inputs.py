@@ -1,0 +1,136 @@
+"""Input discovery, format detection, splitting of big files into byte-range / row-group units, rank packing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from curate_fixtures import html_warc, prose, read_reader, write_jsonl
+
+from pipelines.curate.inputs import InputError, detect_format, discover, make_plan, make_units, pack_ranks
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("CC-MAIN-x.warc.gz", ("warc", "gzip")),
+        ("x.warc.wet.gz", ("warc", "gzip")),
+        ("x.warc", ("warc", None)),
+        ("a.jsonl.zst", ("jsonl", "zstd")),
+        ("000.json.gz", ("jsonl", "gzip")),
+        ("a.jsonl", ("jsonl", None)),
+        ("a.parquet", ("parquet", None)),
+        ("page.HTML.gz", ("html", "gzip")),
+        ("page.htm", ("html", None)),
+        ("LICENSE", None),
+        ("notes.md", None),
+    ],
+)
+def test_detect_format(name, expected):
+    assert detect_format(f"/data/{name}") == expected
+
+
+def test_discover_folders_globs_and_skips(tmp_path):
+    write_jsonl(tmp_path / "a" / "docs.jsonl", [{"text": "x"}])
+    (tmp_path / "a" / "README.md").write_text("not an input")
+    (tmp_path / "a" / "single.json").write_text('{\n  "pretty": "printed"\n}\n')
+    (tmp_path / "a" / "lines.json").write_text('{"text": "one"}\n')
+    (tmp_path / "a" / ".hidden.jsonl").write_text('{"text": "temp file"}\n')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "p.html").write_text("<p>hi</p>")
+    files, skipped = discover([str(tmp_path / "a"), str(tmp_path / "b" / "*.html")])
+    names = sorted(f.path.rsplit("/", 1)[-1] for f in files)
+    assert names == ["docs.jsonl", "lines.json", "p.html"]
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in skipped}
+    assert reasons == {"README.md": "unsupported_format", "single.json": "json_not_json_lines"}
+    with pytest.raises(InputError, match="nope"):
+        discover([str(tmp_path / "nope")])
+    with pytest.raises(InputError, match="matches no files"):
+        discover([str(tmp_path / "*.warc")])
+
+
+def test_two_big_files_feed_eight_workers(tmp_path):
+    """Splitting: two files, eight workers -> at least eight units and ranks, none overlapping."""
+    a = html_warc(tmp_path / "a.warc.gz", 40)
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": prose(i)} for i in range(400)])
+    files, _ = discover([str(a), str(b)])
+    units = make_units(files, split_bytes=64 << 20, min_split_bytes=4096, workers=8)
+    assert len(units) >= 8
+    ranks = pack_ranks(units, tasks=0, workers=8, split_bytes=64 << 20)
+    assert len(ranks) == 8 and sorted(i for r in ranks for i in r) == list(range(len(units)))
+    for f in files:  # each file's ranges tile it exactly
+        mine = sorted((u.start, u.end) for u in units if u.path == f.path)
+        assert mine[0][0] == 0 and mine[-1][1] == f.size
+        assert all(x[1] == y[0] for x, y in zip(mine, mine[1:], strict=False))
+
+
+@pytest.mark.parametrize("name", ["s.warc.gz", "s.warc", "s.jsonl"])
+def test_split_units_read_every_record_once(tmp_path, name):
+    if name.endswith(".jsonl"):
+        path = write_jsonl(
+            tmp_path / name, [{"text": prose(i), "url": f"https://example.org/p{i}"} for i in range(300)]
+        )
+    else:
+        path = html_warc(tmp_path / name, 60)
+    whole, _ = read_reader([path])
+    split, reader = read_reader([path], split_bytes=1 << 13, tasks=3)
+    assert reader.plan.world_size == 3 and len(reader.plan.units) > 3, "the file must really be split"
+    assert len(whole) == (300 if name.endswith(".jsonl") else 60)
+    key = [(d.metadata["url"], d.metadata["source_offset"]) for d in split]
+    assert sorted(key) == sorted((d.metadata["url"], d.metadata["source_offset"]) for d in whole)
+    assert len(set(key)) == len(key)
+
+
+def test_gzip_offsets_are_member_offsets(tmp_path):
+    """For .warc.gz the offset is the record's gzip member in the file (Common Crawl index style)."""
+    path = html_warc(tmp_path / "m.warc.gz", 5)
+    docs, _ = read_reader([path])
+    raw = path.read_bytes()
+    for doc in docs:
+        member = gzip.decompress(raw[doc.metadata["source_offset"] :])  # decompresses this member onwards
+        assert member.startswith(b"WARC/1.0") and doc.metadata["url"].encode() in member[:400]
+
+
+def test_parquet_split_by_row_groups(tmp_path):
+    table = pa.table(
+        {"text": [prose(i) for i in range(500)], "url": [f"https://e.org/{i}" for i in range(500)]}
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=50)
+    docs, reader = read_reader([path], split_bytes=1 << 13, tasks=4)
+    assert len(reader.plan.units) > 1 and all(u.split for u in reader.plan.units)
+    assert sorted(d.metadata["source_offset"] for d in docs) == list(range(500))
+    assert docs[0].metadata["url"] == f"https://e.org/{docs[0].metadata['source_offset']}"
+
+
+def test_plan_round_trips_and_fingerprints(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
+    plan = make_plan([str(tmp_path)], tasks=0, workers=2, split_bytes=1 << 20, min_split_bytes=1 << 12)
+    again = type(plan).from_json(plan.to_json())
+    assert again.units == plan.units and again.ranks == plan.ranks
+    assert json.loads(plan.to_json())["fingerprint"] == plan.fingerprint()
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "y"}])
+    assert (
+        make_plan(
+            [str(tmp_path)], tasks=0, workers=2, split_bytes=1 << 20, min_split_bytes=1 << 12
+        ).fingerprint()
+        != plan.fingerprint()
+    )
+
+
+def test_fsspec_urls(tmp_path):
+    """Any fsspec URL: a memory:// file read in-process, and a file:// URL."""
+    import fsspec
+
+    with fsspec.open("memory://bucket/docs.jsonl", "wb") as f:
+        f.write((json.dumps({"text": prose(1)}) + "\n").encode())
+    docs, _ = read_reader(["memory://bucket/docs.jsonl"])
+    assert len(docs) == 1
+    source = docs[0].metadata["source"]
+    assert source.startswith("memory://") and source.endswith("bucket/docs.jsonl")
+    path = write_jsonl(tmp_path / "f.jsonl", [{"text": prose(2)}])
+    docs, _ = read_reader([f"file://{path}"])
+    assert len(docs) == 1

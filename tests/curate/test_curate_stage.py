@@ -1,0 +1,186 @@
+"""The curate stage end to end on the real Dask LocalCluster: demo input, languages, dedup, reconciliation,
+resume, and the output read back with pyarrow, pandas and `datasets`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from curate_fixtures import DE_SENTENCES, FR_SENTENCES, html_page, prose, read_counts, run_stage, write_jsonl
+
+from pipelines.parquet import list_parquet, scored_schema
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "demo"
+
+
+def assert_reconciled(stage: Path, summary: dict) -> None:
+    counts = read_counts(stage)
+    assert counts, "per-shard counts are written"
+    for c in counts:
+        assert c["documents_in"] == c["documents_out"] + sum(c["dropped"].values()), c
+        assert c["unaccounted"] == 0
+        shard = stage / c["shard"] if c["shard"] else None
+        rows = pq.ParquetFile(shard).metadata.num_rows if shard else 0
+        assert rows == c["documents_out"], f"shard {c['rank']} rows != documents_out"
+    assert summary["documents_in"] == summary["documents_out"] + sum(summary["dropped"].values())
+    table = pq.read_table(stage / "counts.parquet").to_pandas()
+    ins = table[table.metric == "documents_in"]["count"].sum()
+    assert ins == summary["documents_in"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, dask_client):
+    out = tmp_path_factory.mktemp("demo")
+    summary, stage = run_stage(out, [DEMO], dask_client, "curate.exclusions=true")
+    return summary, stage
+
+
+def test_demo_counts(demo_run):
+    summary, stage = demo_run
+    assert summary["documents_in"] == 14 and summary["documents_out"] == 9
+    assert summary["dropped"] == {"language": 2, "exact_duplicate": 1, "extract_empty": 1, "http_status": 1}
+    assert summary["unaccounted"] == 0 and summary["file_errors"] == {}
+    assert_reconciled(stage, summary)
+
+
+def test_demo_output_schema_and_provenance(demo_run):
+    summary, stage = demo_run
+    files = list_parquet(summary["output_dir"])
+    assert files and all(Path(f).parent == stage / "output" for f in files)
+    table = pq.read_table(files[0])
+    assert table.schema.remove_metadata().equals(scored_schema([]).remove_metadata())
+    df = pq.ParquetDataset(files).read().to_pandas()
+    assert df["id"].str.fullmatch(r"[0-9a-f]{32}").all() and df["id"].is_unique
+    assert (df["dup_cluster_size"] == 1).all() and (df["token_count"] > 50).all()
+    assert set(df["language"]) == {"en"} and (df["language_score"] > 0.65).all()
+    warc = df[df["source"].str.endswith("crawl.warc.gz")].iloc[0]
+    assert warc["url"] == "https://demo.prosocial-corpus.example/library-volunteers"
+    assert warc["crawl_date"] == "2024-05-06T10:00:00Z" and warc["source_offset"] > 0
+    wallet = df[df["source"].str.endswith("returned-wallet.html")].iloc[0]
+    assert "Tomás" in wallet["text"], "windows-1252 page decoded"
+    assert not any(".tmp-" in p.name for p in (stage / "output").iterdir())
+
+
+def test_demo_loads_with_pandas_and_datasets(demo_run, tmp_path, monkeypatch):
+    import pandas as pd
+
+    summary, _ = demo_run
+    files = list_parquet(summary["output_dir"])
+    assert len(pd.concat(pd.read_parquet(f) for f in files)) == summary["documents_out"]
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    ds = load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == summary["documents_out"] and "ps_care" not in ds.column_names or ds.num_rows
+    assert set(ds.column_names) >= {"id", "text", "url", "source", "source_offset", "language", "token_count"}
+
+
+def test_demo_exclusions_keep_dropped_documents(demo_run):
+    _, stage = demo_run
+    reasons = []
+    for path in (stage / "excluded").rglob("*.jsonl.gz"):
+        import gzip
+
+        with gzip.open(path, "rt") as f:
+            reasons += [json.loads(line)["metadata"]["filter_reason"] for line in f]
+    assert sorted(reasons) == sorted(
+        ["language", "language", "exact_duplicate", "extract_empty", "http_status"]
+    )
+
+
+def test_rerun_resumes_without_recomputing(demo_run, dask_client):
+    summary, stage = demo_run
+    before = {p.name: p.stat().st_mtime_ns for p in (stage / "output").iterdir()}
+    again, _ = run_stage(stage.parents[2], [DEMO], dask_client, "curate.exclusions=true")
+    assert {k: again[k] for k in ("documents_in", "documents_out", "dropped")} == {
+        k: summary[k] for k in ("documents_in", "documents_out", "dropped")
+    }
+    assert {p.name: p.stat().st_mtime_ns for p in (stage / "output").iterdir()} == before
+
+
+@pytest.mark.parametrize("languages", [["en"], ["en", "de"]])
+def test_language_keep_and_drop(tmp_path, dask_client, languages):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for i in range(3):
+        (pages / f"en{i}.html").write_text(html_page(prose(i)), encoding="utf-8")
+        (pages / f"de{i}.html").write_text(
+            html_page(prose(100 + i, DE_SENTENCES), lang="de").replace(
+                "This is report number", "Das ist Bericht Nummer"
+            ),
+            encoding="utf-8",
+        )
+    (pages / "fr.html").write_text(html_page(prose(200, FR_SENTENCES), lang="fr"), encoding="utf-8")
+    summary, stage = run_stage(
+        tmp_path / "out", [pages], dask_client, "curate.languages=" + json.dumps(languages)
+    )
+    df = pq.ParquetDataset(list_parquet(summary["output_dir"])).read().to_pandas()
+    kept = sorted(Path(s).stem[:2] for s in df["source"])
+    if languages == ["en"]:
+        assert kept == ["en"] * 3 and summary["dropped"] == {"language": 4}
+    else:
+        assert kept == ["de"] * 3 + ["en"] * 3 and summary["dropped"] == {"language": 1}
+    assert_reconciled(stage, summary)
+
+
+def test_exact_dedup_across_ranks(tmp_path, dask_client):
+    """The same text in two files (two ranks) is kept once; the later copy is counted in its shard."""
+    same = prose(42)
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": same, "url": "https://a.org/x"}, {"text": prose(1)}])
+    write_jsonl(
+        tmp_path / "in" / "b.jsonl",
+        [
+            {"text": "  " + same.replace("\n", "\n\n").replace(" ", "  "), "url": "https://b.org/y"},
+            {"text": prose(2)},
+        ],
+    )
+    summary, stage = run_stage(tmp_path / "out", [tmp_path / "in"], dask_client, "curate.tasks=2")
+    assert summary["ranks"] == 2 and summary["documents_out"] == 3
+    assert summary["dropped"] == {"exact_duplicate": 1}
+    per_shard = [c["dropped"].get("exact_duplicate", 0) for c in read_counts(stage)]
+    assert sorted(per_shard) == [0, 1]
+    assert_reconciled(stage, summary)
+
+
+def test_changed_inputs_restart_the_stage(tmp_path, dask_client):
+    src = tmp_path / "in"
+    write_jsonl(src / "a.jsonl", [{"text": prose(1)}])
+    first, stage = run_stage(tmp_path / "out", [src], dask_client)
+    write_jsonl(src / "b.jsonl", [{"text": prose(2)}])
+    second, _ = run_stage(tmp_path / "out", [src], dask_client)
+    assert (first["documents_out"], second["documents_out"]) == (1, 2)
+    shutil.rmtree(src)
+
+
+def test_preflight_names_the_problem(tmp_path):
+    from pipelines.config import ConfigError, load_config
+    from pipelines.curate.stage import preflight
+
+    with pytest.raises(ConfigError, match=re.escape(f"input '{tmp_path / 'missing'}'")):
+        preflight(load_config(None, [f"input={tmp_path / 'missing'}"]))
+    with pytest.raises(ConfigError, match="curate.tokenizer"):
+        preflight(load_config(None, [f"input={DEMO}", f"curate.tokenizer={tmp_path / 'none.json'}"]))
+
+
+def test_scoring_adds_ps_columns(tmp_path, dask_client):
+    """The prosocial scorer runs last before the writer; its dimensions become ps_* columns."""
+    from classifiers.bundle import read_manifest
+    from classifiers.testing import make_tiny_bundle
+
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    manifest = read_manifest(bundle)
+    summary, _ = run_stage(
+        tmp_path / "out", [DEMO], dask_client, "curate.score=true", f"classifier.bundle={bundle}"
+    )
+    assert summary["scored"] and summary["classifier_version"] == manifest["version"]
+    table = pq.ParquetDataset(list_parquet(summary["output_dir"])).read()
+    assert table.schema.names == scored_schema(manifest["dimensions"]).names
+    df = table.to_pandas()
+    for dim in manifest["dimensions"]:
+        assert df[f"ps_{dim}"].between(0, 1).all()
+    assert df["prosocial"].notna().all() and (df["classifier_version"] == manifest["version"]).all()

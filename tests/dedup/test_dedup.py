@@ -1,0 +1,133 @@
+"""MinHash dedup on the real Dask cluster: planted near-duplicates, survivor choice, index for refresh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import CorpusConfig
+from pipelines.context import RunContext
+from pipelines.dedup.stage import DedupError, commit_index, dedup_against_index, run_dedup, state_index_dir
+from pipelines.mix.sample_data import DIMENSIONS, make_scored_table, random_texts, write_scored
+
+
+def _edit(text: str, rng: np.random.Generator, edits: int) -> str:
+    """Replace `edits` random words and append a short sentence: a near-duplicate, not an exact one."""
+    words = text.split()
+    for pos in rng.choice(len(words), size=edits, replace=False):
+        words[pos] = f"edit{rng.integers(1_000_000)}"
+    return " ".join(words) + f" updated {rng.integers(1000)}."
+
+
+def _table_with_clusters(rng: np.random.Generator, n_random: int = 240):
+    """Random distinct pages plus two planted clusters: one with a clear best score, one with a tie."""
+    base = random_texts(2, rng, 220, 220)
+    texts = random_texts(n_random, rng)
+    best_cluster = [base[0]] + [_edit(base[0], rng, 3) for _ in range(5)]
+    tie_cluster = [base[1]] + [_edit(base[1], rng, 2) for _ in range(2)]
+    texts = texts + best_cluster + tie_cluster
+    n = len(texts)
+    scores = {d: rng.uniform(0.2, 0.6, size=n) for d in DIMENSIONS}
+    best_pos = n_random + 3  # an edited copy, not the original, scores highest
+    for d in DIMENSIONS:
+        scores[d][best_pos] = 0.9
+        scores[d][n_random + 6 :] = 0.5  # the tie cluster: identical scores
+    order = rng.permutation(n)  # scatter the copies over files and ranks
+    table = make_scored_table(
+        n, seed=1, texts=[texts[i] for i in order], scores={d: scores[d][order] for d in DIMENSIONS}
+    )
+    inverse = np.argsort(order)
+    ids = table["id"].to_pylist()
+    best_ids = [ids[inverse[n_random + k]] for k in range(6)]
+    tie_ids = [ids[inverse[n_random + 6 + k]] for k in range(3)]
+    return table, best_ids, ids[inverse[best_pos]], tie_ids
+
+
+@pytest.fixture(scope="module")
+def deduped(tmp_path_factory, dask_client):
+    root = tmp_path_factory.mktemp("dedup")
+    rng = np.random.default_rng(7)
+    table, best_ids, best_id, tie_ids = _table_with_clusters(rng)
+    write_scored(root / "scored", table, files=3)
+    ctx = RunContext(config=CorpusConfig(out=root / "out"), client=dask_client, run_id="run-test")
+    ctx.results["curate"] = {"output_dir": str(root / "scored")}
+    result = run_dedup(ctx)
+    return ctx, table, result, best_ids, best_id, tie_ids
+
+
+def _read(folder) -> pa.Table:
+    return pq.read_table(folder)
+
+
+def test_planted_near_duplicates_keep_the_most_prosocial(deduped):
+    _, table, result, best_ids, best_id, _ = deduped
+    out = _read(result["output_dir"])
+    kept = set(out["id"].to_pylist())
+    survivors = [i for i in best_ids if i in kept]
+    assert survivors == [best_id]
+    size = out.filter(pa.compute.equal(out["id"], best_id))["dup_cluster_size"].to_pylist()
+    assert size == [6]
+
+
+def test_ties_keep_the_smallest_id(deduped):
+    _, _, result, _, _, tie_ids = deduped
+    kept = set(_read(result["output_dir"])["id"].to_pylist())
+    assert [i for i in tie_ids if i in kept] == [min(tie_ids)]
+
+
+def test_distinct_documents_untouched_and_schema_kept(deduped):
+    _, table, result, best_ids, _, tie_ids = deduped
+    out = _read(result["output_dir"])
+    assert out.schema.remove_metadata().equals(table.schema)
+    planted = set(best_ids) | set(tie_ids)
+    others = set(table["id"].to_pylist()) - planted
+    assert others <= set(out["id"].to_pylist())
+    assert out.num_rows == table.num_rows - 5 - 2
+    assert result["removed"] == 7 and result["clusters"] == 2
+    unclustered = out.filter(pa.compute.is_in(out["id"], pa.array(sorted(others))))
+    assert set(unclustered["dup_cluster_size"].to_pylist()) == {1}
+    # the kept rows are unchanged, value for value
+    original = table.filter(pa.compute.is_in(table["id"], pa.array(sorted(others)))).sort_by("id")
+    assert unclustered.sort_by("id").equals(original)
+
+
+def test_refresh_dedups_new_documents_against_the_published_index(deduped, tmp_path):
+    ctx, table, result, _, best_id, _ = deduped
+    index = state_index_dir(ctx)
+    assert commit_index(result["index_dir"], index) > 0
+    assert commit_index(result["index_dir"], index) == 0  # idempotent
+    rng = np.random.default_rng(11)
+    published = _read(result["output_dir"])
+    old_text = published.filter(pa.compute.equal(published["id"], best_id))["text"][0].as_py()
+    fresh = random_texts(20, rng)
+    new_texts = [_edit(old_text, rng, 2)] + fresh
+    scores = {d: np.full(len(new_texts), 0.99) for d in DIMENSIONS}  # higher than the published copy
+    new = make_scored_table(len(new_texts), seed=3, texts=new_texts, scores=scores, start=10_000)
+    write_scored(tmp_path / "new", new, files=2)
+    refreshed = dedup_against_index(ctx, tmp_path / "new", stage="dedup_refresh_test")
+    kept = _read(refreshed["output_dir"])
+    assert refreshed["index_matches"] == 1
+    assert set(kept["id"].to_pylist()) == set(new["id"].to_pylist()[1:])
+
+
+def test_index_with_other_settings_is_refused(deduped, tmp_path):
+    ctx, _, result, _, _, _ = deduped
+    other = ctx.config.model_copy(deep=True)
+    other.dedup.num_buckets = 7
+    ctx2 = RunContext(config=other, client=ctx.client, run_id="run-other")
+    write_scored(tmp_path / "new", make_scored_table(5, seed=5), files=1)
+    index = tmp_path / "index"
+    commit_index(result["index_dir"], index)
+    with pytest.raises(DedupError, match="other dedup settings"):
+        dedup_against_index(ctx2, tmp_path / "new", index_dir=index)
+
+
+def test_missing_column_names_the_file(tmp_path, dask_client):
+    table = make_scored_table(5).drop_columns(["prosocial"])
+    write_scored(tmp_path / "bad", table)
+    ctx = RunContext(config=CorpusConfig(out=tmp_path / "out"), client=dask_client, run_id="run-bad")
+    ctx.results["curate"] = {"output_dir": str(tmp_path / "bad")}
+    with pytest.raises(DedupError, match=r"00000\.parquet: missing column\(s\) \['prosocial'\]"):
+        run_dedup(ctx)

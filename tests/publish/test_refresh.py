@@ -1,0 +1,240 @@
+"""`corpus run` / `corpus refresh` end to end: real files, real Dask cluster, `corpus` subprocesses.
+
+Every test starts from a private copy of one published v1 (20 documents, `corpus run`), adds shards to a
+folder of its own and runs `corpus refresh` as users and cron do. The cluster is the session's LocalCluster
+(`cluster.kind=address`), so a SIGKILLed refresh takes no workers with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from refresh_fixtures import (
+    CORPUS,
+    DialogueServer,
+    corpus,
+    document,
+    near_duplicate,
+    pretrain_texts,
+    summary_of,
+    with_group_killed,
+    write_shard,
+)
+
+import pipelines.stats as stats
+from pipelines.publish.faults import POINTS
+from pipelines.publish.manifest import verify_version
+from pipelines.publish.publish import latest_version, list_versions
+
+
+def state_of(out) -> dict:
+    return json.loads((out / "state" / "state.json").read_text())
+
+
+def verify_ok(out, every: bool = False) -> str:
+    result = subprocess.run(
+        [CORPUS, "verify", str(out), *(["--all"] if every else [])], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_first_run_publishes_v1_and_refresh_without_new_input_publishes_nothing(world):
+    out, summary = world["out"], world["v1"]["summary"]
+    assert summary["status"] == "published" and summary["mode"] == "full" and summary["version"] == "v1"
+    assert summary["documents_in"] == 20 and summary["documents_out"] == 20
+    assert summary["tiers"] == {"all": {"documents": 20, "rows": 20}}
+    assert latest_version(out) == "v1" and "ok" in verify_ok(out)
+    state = state_of(out)
+    assert state["version"] == "v1" and list(state["inputs"]) == [str(world["first"])]
+    assert len(state["batches"]) == 1 and state["index"], "the full run resets the state store to its batch"
+
+    result = corpus("refresh", world["overrides"](with_new=False))
+    assert result.returncode == 0, result.stderr
+    assert "nothing new" in result.stderr
+    assert json.loads(result.stdout)["status"] == "nothing new"
+    assert list_versions(out) == ["v1"] and latest_version(out) == "v1"
+    assert not (out / "state" / "run.lock").exists()
+
+
+def test_refresh_adds_a_shard_and_drops_a_near_duplicate_of_v1(world):
+    out, new = world["out"], world["new"]
+    planted = near_duplicate(document(3))  # document 3 is in v1
+    write_shard(new / "b.jsonl", list(range(100, 106)), [{"text": planted, "url": "https://copy.example/3"}])
+    summary = summary_of(corpus("refresh", world["overrides"]()))
+
+    assert summary["status"] == "published" and summary["version"] == "v2" and summary["mode"] == "refresh"
+    assert summary["new_shards"] == 1 and summary["new_inputs"] == [str(new / "b.jsonl")]
+    assert summary["documents_in"] == 7 and summary["near_duplicates_removed"] == 1
+    assert summary["documents_out"] == 6 and summary["documents_total"] == 26
+    assert summary["tiers"] == {"all": {"documents": 26, "rows": 26}}
+    assert summary["dialogues_added"] == 0 and summary["seconds"] > 0
+
+    v1_texts = set(pretrain_texts(out / "versions" / "v1"))
+    v2_texts = pretrain_texts(out / "versions" / "v2")
+    assert len(v2_texts) == len(set(v2_texts)) == 26
+    assert v1_texts <= set(v2_texts), "v2 keeps every v1 document"
+    assert {document(s) for s in range(100, 106)} <= set(v2_texts)
+    assert planted not in v2_texts, "the near-duplicate of a v1 document is removed"
+
+    # stats: curate ran on the new shard only (7 documents in), the mixture covers all 26
+    tables = stats.load(out)
+    stages = tables["stages"].set_index("stage")
+    assert int(stages.loc["curate", "documents_in"]) == 7
+    assert int(stages.loc["dedup", "dropped"]) == 1
+    assert int(stages.loc["mix", "rows"]) == 26
+    assert tables["version"]["version"].iloc[0] == "v2" and tables["version"]["parent"].iloc[0] == "v1"
+    manifest = verify_version(out / "versions" / "v2")
+    assert manifest["mode"] == "refresh" and manifest["results"]["inputs"]["new_inputs"] == 1
+    assert "ok" in verify_ok(out, every=True)
+
+    state = state_of(out)
+    assert state["version"] == "v2" and len(state["batches"]) == 2 and len(state["inputs"]) == 2
+    assert os.path.isfile(summary["log"]) and "refresh" in Path(summary["log"]).read_text()
+
+    # the same inputs again: nothing new; a changed file (same path, new size and mtime) is new again
+    again = corpus("refresh", world["overrides"]())
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "nothing new"
+    write_shard(new / "b.jsonl", list(range(100, 106)) + [107])
+    changed = summary_of(corpus("refresh", world["overrides"]()))
+    assert changed["version"] == "v3" and changed["new_inputs"] == [str(new / "b.jsonl")]
+    # the six documents already published are near-duplicates of themselves now; only #107 is added
+    assert changed["documents_in"] == 7 and changed["documents_out"] == 1 and changed["documents_total"] == 27
+
+
+def run_until_killed(world, fault: str) -> subprocess.CompletedProcess:
+    result = corpus("refresh", world["overrides"](), fault=fault)
+    assert result.returncode == -signal.SIGKILL, f"{fault}: exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "killing pid" in result.stderr and f" at {fault}" in result.stderr
+    return result
+
+
+def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finishes(world):
+    out, new = world["out"], world["new"]
+    write_shard(new / "b.jsonl", list(range(100, 106)), [{"text": near_duplicate(document(5)), "url": "u:5"}])
+    # before the flip: between stages, and on both sides of the rename of the staged version
+    before_flip = ["after_lock", "after_curate", "after_mix", "publish_before_rename", "publish_after_rename"]
+    assert set(before_flip) <= set(POINTS)
+    for fault in before_flip:
+        result = run_until_killed(world, fault)
+        assert latest_version(out) == "v1", f"{fault}: latest moved"
+        assert "ok" in verify_ok(out), f"{fault}: latest does not verify"
+        assert state_of(out)["version"] == "v1", f"{fault}: state committed before publishing"
+        if fault == "after_lock":
+            assert (out / "state" / "run.lock").exists(), "a killed run leaves its lock behind"
+        else:
+            assert "taking over stale lock" in result.stderr, "the dead run's lock is taken over"
+    # killed between the rename and the flip: v2 is complete and verifies, but is not `latest` yet
+    assert list_versions(out) == ["v1", "v2"]
+    assert "ok" in verify_ok(out, every=True)
+
+    # the next runs first finish v2 (flip), then die inside the state commit: latest is v2, state catches up
+    run_until_killed(world, "commit_after_shards")
+    assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
+    run_until_killed(world, "commit_after_state")
+    assert state_of(out)["version"] == "v2"
+
+    final = summary_of(corpus("refresh", world["overrides"]()))
+    assert final["status"] == "published" and final["version"] == "v2" and final["recovered"] is True
+    assert final["documents_in"] == 7 and final["documents_out"] == 6 and final["documents_total"] == 26
+    assert list_versions(out) == ["v1", "v2"] and latest_version(out) == "v2"
+    assert "ok" in verify_ok(out, every=True)
+    texts = pretrain_texts(out / "versions" / "v2")
+    assert len(texts) == 26 and near_duplicate(document(5)) not in texts
+    state = state_of(out)
+    assert len(state["batches"]) == 2 and sorted(
+        p.name for p in (out / "state" / "shards").iterdir()
+    ) == sorted(state["batches"]), "no stray batch folders"
+    assert [p.name for p in (out / "work").iterdir()] == ["done"], "the work folder was filed under done/"
+    # resumed runs skipped what earlier (killed) runs had completed
+    log = Path(final["log"]).read_text()
+    assert log.count("already complete") >= 1
+    assert json.loads(corpus("refresh", world["overrides"]()).stdout)["status"] == "nothing new"
+
+
+def test_two_concurrent_refreshes_exactly_one_proceeds_and_retention_keeps_two(world):
+    out, new = world["out"], world["new"]
+    write_shard(new / "b.jsonl", list(range(100, 104)))
+    lock = out / "state" / "run.lock"
+    # the first one pauses 10 s right after taking the lock, so the second surely finds it held
+    env = {k: v for k, v in os.environ.items() if k != "PROSOCIAL_FAULT"} | {
+        "PROSOCIAL_PAUSE": "after_lock:10"
+    }
+    args = [CORPUS, "refresh", *world["overrides"](), "--log-level", "WARNING"]
+    first = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 60
+        while not lock.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert lock.exists(), "the first refresh took the lock"
+        assert json.loads(lock.read_text())["pid"] == first.pid
+        second = corpus("refresh", world["overrides"]())
+        out1, err1 = first.communicate(timeout=300)
+    finally:
+        with_group_killed(first)
+    assert second.returncode == 75, second.stderr
+    assert f"held by corpus refresh (pid {first.pid}" in second.stderr
+    assert first.returncode == 0, err1[-3000:]
+    assert json.loads(out1)["version"] == "v2" and latest_version(out) == "v2"
+
+    # retention N=2 after a third version: v1 goes, latest (v3) stays valid
+    write_shard(new / "c.jsonl", list(range(200, 203)))
+    third = summary_of(corpus("refresh", world["overrides"]("publish.retention=2")))
+    assert third["version"] == "v3" and third["retention_removed"] == ["v1"]
+    assert list_versions(out) == ["v2", "v3"] and latest_version(out) == "v3"
+    assert verify_ok(out, every=True).count("ok ") == 2
+    assert len(pretrain_texts(out / "latest")) == 27
+    assert pq.read_metadata(next((out / "latest" / "stats").glob("version.parquet"))).num_rows == 1
+
+
+def test_refresh_carries_dialogues_and_tops_up_only_the_shortfall(world):
+    out, new = world["out"], world["new"]
+    server = DialogueServer()
+    try:
+
+        def synthetic(target: int) -> list[str]:
+            return world["overrides"](
+                "synthetic.enabled=true",
+                "synthetic.engine=openai",
+                "synthetic.model=test-model",
+                f"synthetic.target={target}",
+                "synthetic.chunk_size=2",
+                "synthetic.min_score=0",
+                f"synthetic.openai.base_url={server.base_url}",
+            )
+
+        write_shard(new / "b.jsonl", list(range(100, 103)))
+        first = summary_of(corpus("refresh", synthetic(3)))  # v1 has no dialogues: all 3 are generated
+        assert first["version"] == "v2" and server.requests == 3
+        assert (
+            first["dialogues_carried"] == 0
+            and first["dialogues_added"] == 3
+            and first["dialogues_total"] == 3
+        )
+
+        write_shard(new / "c.jsonl", list(range(200, 203)))
+        second = summary_of(corpus("refresh", synthetic(5)))  # carry 3, generate only the 2 missing
+        assert second["version"] == "v3" and server.requests == 5
+        assert (
+            second["dialogues_carried"] == 3
+            and second["dialogues_added"] == 2
+            and second["dialogues_total"] == 5
+        )
+    finally:
+        server.close()
+    v2 = pq.read_table(out / "versions" / "v2" / "midtrain")
+    v3 = pq.read_table(out / "versions" / "v3" / "midtrain")
+    assert v2.num_rows == 3 and v3.num_rows == 5
+    ids = v3.column("id").to_pylist()
+    assert len(set(ids)) == 5 and set(v2.column("id").to_pylist()) <= set(ids), "v2's dialogues are carried"
+    assert any(p.name.startswith("carry-v2-") for p in (out / "versions" / "v3" / "midtrain").iterdir())
+    assert state_of(out)["synthetic"] == {"rounds": 2, "attempted": 5}
+    assert "ok" in verify_ok(out, every=True)

@@ -1,0 +1,84 @@
+"""The dataset card of real published versions: YAML header, licences, counts, and load_dataset via configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+
+def _header(text: str) -> dict:
+    assert text.startswith("---\n")
+    head, _, _ = text[4:].partition("\n---\n")
+    return yaml.safe_load(head)
+
+
+def test_card_header_configs_licence_and_counts(corpus_out):
+    version = corpus_out["out"] / "versions" / "v2"
+    text = (version / "README.md").read_text()
+    header = _header(text)
+    assert header["configs"] == [
+        {
+            "config_name": "pretrain",
+            "data_files": [{"split": "train", "path": "pretrain/*.parquet"}],
+            "default": True,
+        }
+    ]
+    assert header["license"] == "mit"  # from the LICENSE file next to the inputs
+    assert header["language"] == ["en"]
+    assert header["pretty_name"] == "prosocial-corpus v2"
+    rows = pq.ParquetDataset(version / "pretrain").read(columns=["id"]).num_rows
+    line = next(x for x in text.splitlines() if x.startswith("| mix | pretrain | version |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == f"{rows:,}"  # stage, dataset, location, shards, rows, ...
+    assert str(corpus_out["inputs"]) in text and "| mit |" in text
+    assert "lid.176" in text and "CC BY-SA 3.0" in text
+    bundle_version = json.loads((_bundle(corpus_out) / "manifest.json").read_text())["version"]
+    assert f"version `{bundle_version}`" in text
+    assert "| care | calib |" in text  # classifier metrics
+    assert "### `default` -> `pretrain/` (primary)" in text
+    assert "## Changes since `v1`" in text
+    assert "load_dataset(" in text
+
+
+def _bundle(corpus_out) -> Path:
+    manifest = json.loads((corpus_out["out"] / "versions" / "v2" / "manifest.json").read_text())
+    return Path(manifest["config"]["classifier"]["bundle"])
+
+
+def test_load_dataset_uses_only_the_card_configs(corpus_out, offline_hf, tmp_path):
+    """A copy of the version folder (stats/, manifest, mixture.json included) loads through the card alone."""
+    from datasets import load_dataset
+
+    version = tmp_path / "v2"
+    shutil.copytree(corpus_out["out"] / "versions" / "v2", version)
+    expected = pq.ParquetDataset(version / "pretrain").read()
+    dataset = load_dataset(str(version), "pretrain", split="train")
+    assert dataset.num_rows == expected.num_rows
+    assert set(dataset.column_names) == set(expected.column_names)
+    assert sorted(dataset["id"]) == sorted(expected.column("id").to_pylist())
+    default = load_dataset(str(version), split="train")  # the default config is pretrain
+    assert default.num_rows == expected.num_rows
+    # the named config comes from the card alone: without it, datasets knows no "pretrain" config
+    (version / "README.md").write_text("# no configs\n")
+    with pytest.raises(ValueError, match="pretrain"):
+        load_dataset(str(version), "pretrain", split="train")
+
+
+def test_publisher_licence_overrides_detection(corpus_out):
+    from pipelines.config import CorpusConfig
+    from pipelines.stats.card import render_card
+
+    version = corpus_out["out"] / "versions" / "v2"
+    manifest = json.loads((version / "manifest.json").read_text())
+    config = CorpusConfig.model_validate(
+        {**manifest["config"], "publish": {"license": ["odc-by", "cc-by-4.0"]}}
+    )
+    text = render_card(version, config, version_id="v2", parent="v1")
+    assert _header(text)["license"] == ["odc-by", "cc-by-4.0"]
+    assert "Licence set by the publisher (`publish.license`): odc-by, cc-by-4.0." in text
+    assert "| mit |" in text  # the detected licence of each source is still listed
