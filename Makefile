@@ -42,6 +42,9 @@ endif
 	$(BIN)/python -c "import datatrove, dask, distributed, fasttext, pyarrow, datasets, vllm; print('setup ok')"
 
 test:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/write_default_config.py --check
 	$(BIN)/python -m pytest -q
 
 test-fast:

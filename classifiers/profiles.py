@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from classifiers.yamlconfig import ConfigFileError, load_model
 
 PROFILE_DIRS = [Path("configs/profiles"), Path(__file__).resolve().parents[1] / "configs" / "profiles"]
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigFileError):
     """A profile that cannot be found or does not validate; the message names the file and key."""
 
 
@@ -103,16 +104,4 @@ def resolve_profile_path(name_or_path: str) -> Path:
 
 def load_profile(name_or_path: str) -> Profile:
     path = resolve_profile_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: expected a mapping")
-    data.setdefault("name", path.stem)
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ProfileError(f"{path}: key '{key}': {err['msg']}") from None
+    return load_model(path, Profile, ProfileError, defaults={"name": path.stem})

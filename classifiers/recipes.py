@@ -32,14 +32,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from classifiers.yamlconfig import ConfigFileError, read_yaml, validate
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 NEUTRAL_TARGET = 0.5
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigFileError):
     """A recipe that does not validate or a source that cannot be loaded; names the file and key."""
 
 
@@ -119,17 +120,9 @@ class Recipe(BaseModel):
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe ({exc})") from None
+    data = read_yaml(path, RecipeError)
     data["path"] = str(path)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise RecipeError(f"{path}: key '{key}': {err['msg']}") from None
+    recipe = validate(data, Recipe, str(path), RecipeError)
     for view in recipe.all_views:
         for dim, spec in view.labels.items():
             unknown = set(spec) - {"positive", "negative", "neutral"}

@@ -10,8 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from classifiers.yamlconfig import read_yaml, validate
 
 TAXONOMY_FILE = Path(__file__).resolve().parent / "taxonomy.yaml"
 
@@ -54,7 +55,8 @@ class Taxonomy(BaseModel):
 @lru_cache(maxsize=4)
 def load_taxonomy(path: str | Path = TAXONOMY_FILE) -> Taxonomy:
     """Parse and validate the taxonomy file (cached)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    for name, dim in data.get("dimensions", {}).items():
-        dim.setdefault("name", name)
-    return Taxonomy.model_validate(data)
+    data = read_yaml(path)
+    for name, dim in (data.get("dimensions") or {}).items():
+        if isinstance(dim, dict):
+            dim.setdefault("name", name)
+    return validate(data, Taxonomy, str(path))

@@ -64,8 +64,10 @@ class TrainParams:
 
     The defaults are the tuned configuration `make classifier` uses; see `corpus classifier eval` and the model
     card for what they achieve. `per_dimension` overrides them where a dimension's data differs: care mixes
-    four sources of short comments and gains most from character n-grams and unrepeated classes, respect has
-    the most data and does best with plain word bigrams, constructiveness needs the length term.
+    four sources of short comments and gains most from character n-grams and few epochs (10 epochs over the
+    repeated positives overfit: GoEmotions 0.868 at 10, 0.886 at 4), respect has the most data and does best with
+    plain word bigrams, virtue (ETHICS scenarios, where word order matters) gains from word trigrams,
+    constructiveness needs the length term.
     """
 
     dim: int = 64
@@ -81,7 +83,8 @@ class TrainParams:
     seed: int = 0
     quantize: bool = True
     qnorm: bool = True
-    dsub: int = 2
+    # 4-dim product-quantisation blocks: 2/3 of the size of dsub=2, same AUC (+-0.0005) on every set but virtue's
+    dsub: int = 4
     cutoff: int = 50_000
     max_per_source: int = 60_000
     min_per_source: int = 4000
@@ -101,11 +104,12 @@ class TrainParams:
                 "self_pretrain": False,
                 "minn": 2,
                 "maxn": 4,
-                "epoch": 10,
+                "epoch": 4,
                 "lr": 0.2,
-                "min_per_source": 10_000,
+                "min_per_source": 6000,
             },
             "respect": {"self_pretrain": False, "dim": 50},
+            "virtue": {"wordNgrams": 3, "dsub": 2},  # dsub=4 costs ETHICS justice 0.002 AUC
             "constructiveness": {"length_calibration": True},
         },
         metadata={"help": "dimension -> {hyperparameter: value} overrides"},

@@ -12,7 +12,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from classifiers.dataset import build_seed_data
+from classifiers.dataset import SeedData, build_seed_data
 from classifiers.recipes import RECIPE_DIR, RecipeError, load_recipes
 from classifiers.taxonomy import load_taxonomy
 from classifiers.train import TrainParams, train_bundle
@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'commercial' keeps only sources whose licence allows commercial use (the model card lists what went in)",
     )
     parser.add_argument("--sources", nargs="*", help="only these recipe names")
-    parser.add_argument("--dimensions", nargs="*", help="only these dimensions")
+    parser.add_argument(
+        "--dimensions",
+        nargs="*",
+        help="only these dimensions (default: the human-seeded ones); rubric-only dimensions train when a source "
+        "labels them, e.g. the recipe.yaml of `corpus classifier annotate`",
+    )
     parser.add_argument(
         "--name", default=None, help="bundle name in the manifest (default: the --out folder name)"
     )
@@ -75,6 +80,27 @@ def parse_params(pairs: list[str], params: TrainParams | None = None) -> TrainPa
     return params
 
 
+def select_dimensions(seed_data: SeedData, requested: list[str] | None) -> list[str] | str:
+    """The dimensions to train, or an error message.
+
+    Without `--dimensions`: every human-seeded dimension that has training rows (what `make classifier` ships).
+    With it: exactly the named dimensions, human or rubric-only, as long as the taxonomy knows them and the
+    selected sources give them training rows (e.g. LLM annotations from `corpus classifier annotate`).
+    """
+    taxonomy = load_taxonomy()
+    available = sorted(d for d, data in seed_data.dimensions.items() if data.train)
+    if not requested:
+        human = set(taxonomy.human_dimensions)
+        return [d for d in available if d in human]
+    not_in_taxonomy = sorted(set(requested) - set(taxonomy.dimensions))
+    if not_in_taxonomy:
+        return f"dimensions {not_in_taxonomy} are not in the taxonomy (known: {sorted(taxonomy.dimensions)})"
+    missing = sorted(set(requested) - set(available))
+    if missing:
+        return f"no training data for dimensions {missing} (have: {available})"
+    return sorted(set(requested))
+
+
 def main(args: argparse.Namespace) -> int:
     started = time.time()
     params = parse_params(args.param)
@@ -93,14 +119,18 @@ def main(args: argparse.Namespace) -> int:
     except (RecipeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    human = set(load_taxonomy().human_dimensions)
-    dims = sorted(d for d in seed_data.dimensions if d in human and seed_data.dimensions[d].train)
-    if args.dimensions:
-        unknown = set(args.dimensions) - set(dims)
-        if unknown:
-            print(f"error: no training data for dimensions {sorted(unknown)} (have: {dims})", file=sys.stderr)
-            return 2
-        dims = [d for d in dims if d in args.dimensions]
+    dims = select_dimensions(seed_data, args.dimensions)
+    if isinstance(dims, str):
+        print(f"error: {dims}", file=sys.stderr)
+        return 2
+    if not dims:
+        have = sorted(d for d, data in seed_data.dimensions.items() if data.train)
+        print(
+            f"error: no human-seeded dimension has training data (have: {have}); name rubric-only dimensions "
+            "with --dimensions",
+            file=sys.stderr,
+        )
+        return 2
     name = args.name or Path(args.out).name
     train_bundle(seed_data, args.out, params, dimensions=dims, name=name)
     print(f"done in {time.time() - started:.0f} s")

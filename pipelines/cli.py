@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from pipelines.config import ConfigError
+from classifiers.yamlconfig import ConfigFileError
 
 # command -> (module, one-line help). Nested tables are command groups.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(module.main(args) or 0)
-    except ConfigError as exc:
+    except ConfigFileError as exc:  # run configs, profiles, recipes, grids: one line, exit 2
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

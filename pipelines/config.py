@@ -7,7 +7,6 @@ section model next to its code; this module only assembles them and turns pydant
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from classifiers.settings import ClassifierSettings
+from classifiers.yamlconfig import ConfigFileError, describe_validation
+from classifiers.yamlconfig import read_yaml as _read_yaml
 from pipelines.cluster import ClusterConfig
 from pipelines.curate.settings import CurateConfig
 from pipelines.dedup.settings import DedupConfig
@@ -26,8 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the person who wrote the file."""
+class ConfigError(ConfigFileError):
+    """A run-config problem, phrased for the person who wrote the file."""
 
 
 class CorpusConfig(BaseModel):
@@ -71,61 +72,6 @@ class CorpusConfig(BaseModel):
     def state_dir(self) -> Path:
         """What a refresh must remember between runs: seen inputs, kept scored shards, the MinHash index."""
         return self.out / "state"
-
-
-def _describe_expected(error: dict[str, Any]) -> str:
-    kind = error.get("type", "")
-    ctx = error.get("ctx") or {}
-    simple = {
-        "int_parsing": "an integer",
-        "int_type": "an integer",
-        "int_from_float": "an integer",
-        "float_parsing": "a number",
-        "float_type": "a number",
-        "bool_parsing": "true or false",
-        "bool_type": "true or false",
-        "string_type": "a string",
-        "list_type": "a list",
-        "dict_type": "a mapping",
-        "model_type": "a mapping",
-        "path_type": "a path",
-    }
-    if kind in simple:
-        return simple[kind]
-    if kind == "literal_error":
-        return f"one of {ctx.get('expected')}"
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        return error.get("msg", "").replace("Input should be ", "a value ")
-    if kind == "missing":
-        return "a value (the key is required)"
-    return error.get("msg", kind)
-
-
-def _format_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
-    loc = [str(part) for part in error.get("loc", ())]
-    key = ".".join(loc)
-    if error.get("type") == "extra_forbidden":
-        # walk the model tree to suggest the nearest valid key
-        parent: Any = model
-        for part in loc[:-1]:
-            field = getattr(parent, "model_fields", {}).get(part)
-            annotation = getattr(field, "annotation", None)
-            parent = (
-                annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-            )
-            if parent is None:
-                break
-        valid = sorted(getattr(parent, "model_fields", {}) if parent else [])
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = (
-            f" (did you mean '{close[0]}'?)"
-            if close
-            else (f" (expected one of: {', '.join(valid)})" if valid else "")
-        )
-        return f"{source}: unknown key '{key}'{hint}"
-    got = error.get("input")
-    got_text = "" if isinstance(got, dict) else f", got {got!r}"
-    return f"{source}: key '{key}': expected {_describe_expected(error)}{got_text}"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -180,24 +126,8 @@ def _keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file and line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    return data
+    """Read a config file as a YAML mapping; errors name the file (and the line of a syntax error)."""
+    return _read_yaml(path, ConfigError)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CorpusConfig:
@@ -213,16 +143,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         config = CorpusConfig.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first.get("loc", ()))
+        key = ".".join(str(p) for p in exc.errors()[0].get("loc", ()))
         source = (
             "command line" if any(key == k or key.startswith(k + ".") for k in cli_keys) else str(source_path)
         )
-        message = _format_error(first, CorpusConfig, source)
-        extra = len(exc.errors()) - 1
-        if extra:
-            message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-        raise ConfigError(message) from None
+        raise ConfigError(describe_validation(exc, CorpusConfig, source)) from None
     except ConfigError:
         raise
     except ValueError as exc:  # raised by section validators that check paths

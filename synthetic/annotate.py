@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from classifiers.yamlconfig import read_yaml, validate
 from synthetic.engine import EngineSpec, Request, get_engine
 from synthetic.scenarios import quote_excerpt
 from synthetic.settings import SyntheticSettings
@@ -333,9 +334,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace) -> SyntheticSettings:
     data: dict[str, Any] = {}
     if args.config:
-        tree = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        data = dict(tree.get("synthetic") or {})
-    settings = SyntheticSettings.model_validate(data)
+        data = dict(read_yaml(args.config).get("synthetic") or {})
+    settings = validate(data, SyntheticSettings, f"{args.config} (synthetic section)")
     if args.model:
         settings.model = args.model
     if args.engine:

@@ -23,8 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from classifiers.yamlconfig import ConfigFileError, load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ EXCERPT_OPEN = "<<<EXCERPT {nonce}>>>"
 EXCERPT_CLOSE = "<<<END EXCERPT {nonce}>>>"
 
 
-class GridError(ValueError):
+class GridError(ConfigFileError):
     """A scenario grid that cannot be read or does not validate; names the file and key."""
 
 
@@ -66,18 +67,7 @@ def resolve_grid_path(path: str | Path) -> Path:
 
 @lru_cache(maxsize=8)
 def _load_grid(path: str) -> Grid:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise GridError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise GridError(f"{path}: expected a mapping at the top level")
-    try:
-        return Grid.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise GridError(f"{path}: key '{key}': {err['msg']}") from None
+    return load_model(path, Grid, GridError)
 
 
 def load_grid(path: str | Path) -> Grid:

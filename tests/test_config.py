@@ -72,7 +72,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
     path.write_text("cluster:\n  n_workers: [1,\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: line \d+: invalid YAML"):
         load_config(path)
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -118,3 +118,21 @@ def test_slurm_job_script_has_single_threaded_non_daemonic_gpu_workers():
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
     assert "--nthreads 1" in script and "--nworkers 4" in script
     assert "--resources GPU=1" in script
+
+
+def test_profile_typo_is_one_line_with_a_hint(tmp_path):
+    from classifiers.profiles import ProfileError, load_profile
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("weights: {care: 1}\ntiers:\n  - {name: top, min_scor: 0.5, factor: 2}\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path))
+    assert str(info.value).startswith(f"{path}: unknown key 'tiers.0.min_scor'")
+    result = subprocess.run(
+        [CORPUS, "run", f"out={tmp_path / 'out'}", f"profile={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"config error: {info.value}"]

@@ -101,8 +101,10 @@ def _scorer_and_dimensions(config: CorpusConfig) -> tuple[Any, list[str], str | 
             profile=config.profile[0] if config.profile else "default",
             batch_size=SCORE_BATCH,
         )
-    except (BundleError, ProfileError) as exc:
-        raise ConfigError(f"classifier.bundle / profile: {exc}") from None
+    except BundleError as exc:
+        raise ConfigError(f"classifier.bundle: {exc}") from None
+    except ProfileError:
+        raise  # already names the profile file and key
     return step, list(manifest["dimensions"]), str(manifest["version"])
 
 

@@ -49,7 +49,10 @@ def size_category(rows: int) -> str:
 
 
 def data_configs(version: Path) -> list[dict[str, Any]]:
-    """One `configs` entry per data folder with Parquet files: pretrain (default), pretrain_<profile>, midtrain."""
+    """One `configs` entry per data folder with Parquet files: pretrain (default), pretrain_<profile>, midtrain.
+
+    Each entry carries its `dataset_info` (rows and bytes; see `dataset_infos`), popped off by the caller.
+    """
     folders = []
     if (version / "pretrain").is_dir():
         folders.append("pretrain")
@@ -59,11 +62,17 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
     configs = []
     for folder in folders:
         files = [p for p in (version / folder).glob("*.parquet") if not p.name.startswith(".")]
-        if not sum(pq.ParquetFile(p).metadata.num_rows for p in files):
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+        if not rows:
             continue  # a config without rows makes load_dataset fail (e.g. every dialogue was rejected)
         entry: dict[str, Any] = {
             "config_name": folder,
             "data_files": [{"split": "train", "path": f"{folder}/*.parquet"}],
+            "_info": {
+                "config_name": folder,
+                "splits": [{"name": "train", "num_examples": rows}],
+                "download_size": sum(p.stat().st_size for p in files),
+            },
         }
         if folder == "pretrain":
             entry["default"] = True
@@ -157,6 +166,10 @@ def render_card(
     stages = tables.get("stages", pd.DataFrame())
     mixture = read_json(version / "mixture.json") or {}
     configs = data_configs(version)
+    # `datasets` keys its cache of a local folder by the folder's name and the card's configs, not by the
+    # files: two corpora's `v2` (or `latest` after it moved) would share a cache entry. Rows and bytes per
+    # config in `dataset_info` make the key change with the data, and `datasets` checks the row counts.
+    infos = [entry.pop("_info") for entry in configs]
     sources = source_licenses(version, list(config.input))
     licenses = list(config.publish.license) or card_license_ids(list(sources["license"]))
     bundle_path, bundle = _bundle_manifest(config)
@@ -179,6 +192,7 @@ def render_card(
         "tags": ["prosocial", "pretraining", "midtraining", "synthetic", "datatrove"],
         "size_categories": [size_category(primary_rows)],
         "configs": configs,
+        "dataset_info": infos,
     }
     lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     lines += [
@@ -207,6 +221,9 @@ def render_card(
         )
     lines += [
         "```",
+        "",
+        f"Load a version by its own folder (`versions/{version_id or '<id>'}`), not through the `latest` symlink:",
+        "`datasets` caches a local folder by its name and this card, so the resolved folder is the unambiguous name.",
         "",
         'Every file is plain Parquet (zstd), so `pandas.read_parquet("pretrain/")` or any Parquet reader works too.',
         "`pipelines.stats.load(path)` returns the statistics tables under `stats/` as pandas DataFrames, and",

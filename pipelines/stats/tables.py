@@ -499,6 +499,9 @@ def _top_domains(domains: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # -- assembling ---------------------------------------------------------------------------------------------
+SIZE_COLUMNS = ["rows", "documents", "file_bytes", "text_bytes", "tokens", "document_tokens"]
+
+
 def build_tables(
     ctx: RunContext, version_id: str | None = None, parent: str | None = None
 ) -> dict[str, pd.DataFrame]:
@@ -506,17 +509,7 @@ def build_tables(
     datasets = run_datasets(ctx)
     scanned = scan_datasets(datasets, ctx.client)
     empty = {
-        "shards": [
-            *KEYS,
-            "location",
-            "path",
-            "rows",
-            "documents",
-            "file_bytes",
-            "text_bytes",
-            "tokens",
-            "document_tokens",
-        ],
+        "shards": [*KEYS, "location", "path", *SIZE_COLUMNS],
         "languages": [*KEYS, "language", "documents", "tokens"],
         "domains": [*KEYS, "domain", "documents", "tokens"],
         "histograms": [*KEYS, "column", "bin", "lo", "hi", "rows", "documents"],
@@ -614,12 +607,7 @@ def _stage_table(
             "dataset",
             "location",
             "shards",
-            "rows",
-            "documents",
-            "file_bytes",
-            "text_bytes",
-            "tokens",
-            "document_tokens",
+            *SIZE_COLUMNS,
             "documents_in",
             "dropped",
             "unaccounted",

@@ -98,3 +98,69 @@ def test_train_reports_bad_recipes(tmp_path, capsys):
     assert code == 2 and "bad.yaml" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
     assert np.isfinite(0.0)
+
+
+def _write_annotations(folder, n=600):
+    """Hand-made rubric labels in the layout `corpus classifier annotate` writes: labels.parquet (0-5 scores)
+    plus a recipe.yaml whose `local.folder` is the folder itself."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    texts, labels = tiny_texts(n, seed=3)
+    scores = [5 if y else 0 for y in labels]
+    scores[::7] = [2] * len(scores[::7])  # some neutral rows
+    table = pa.table(
+        {
+            "id": [f"d{i}" for i in range(n)],
+            "text": texts,
+            "epistemic_humility": pa.array(scores, type=pa.int8()),
+        }
+    )
+    pq.write_table(table, folder / "labels.parquet")
+    (folder / "recipe.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: llm-annotations-hand
+            license: as the annotated source documents
+            commercial: false
+            citation: hand-made test labels
+            local: {folder: ".", builder: parquet, splits: {all: [labels.parquet]}}
+            text: text
+            labels:
+              epistemic_humility:
+                positive: {column: epistemic_humility, ge: 3}
+                negative: {column: epistemic_humility, le: 1}
+                neutral: [{column: epistemic_humility, gt: 1}, {column: epistemic_humility, lt: 3}]
+            """
+        )
+    )
+
+
+def test_train_cli_accepts_a_rubric_dimension_with_labels(tmp_path, capsys):
+    labels = tmp_path / "annotations"
+    _write_annotations(labels)
+    base = ["classifier", "train", "--seeds", str(labels), "--recipes", str(labels), *TINY]
+
+    # without --dimensions only human-seeded dimensions are trained: this source has none
+    assert corpus([*base, "--out", str(tmp_path / "none")]) == 2
+    assert "--dimensions" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+    out = tmp_path / "rubric"
+    assert corpus([*base, "--out", str(out), "--dimensions", "epistemic_humility"]) == 0
+    bundle = load_bundle(out)
+    assert bundle.dimensions == ["epistemic_humility"]
+    assert [s["name"] for s in bundle.manifest["sources"]] == ["llm-annotations-hand"]
+    kind, hostile = tiny_texts(2, seed=11)[0]
+    scores = bundle.score([kind, hostile])["epistemic_humility"]
+    assert scores[0] > scores[1]
+    auc = bundle.manifest["models"]["epistemic_humility"]["metrics"]["eval/llm-annotations-hand"]["auc"]
+    assert auc > 0.9
+
+    # a name outside the taxonomy, or a dimension without labels, is refused with a clear message
+    capsys.readouterr()
+    assert corpus([*base, "--out", str(tmp_path / "x"), "--dimensions", "kindness"]) == 2
+    assert "not in the taxonomy" in capsys.readouterr().err
+    assert corpus([*base, "--out", str(tmp_path / "y"), "--dimensions", "pluralism"]) == 2
+    assert "no training data for dimensions ['pluralism']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

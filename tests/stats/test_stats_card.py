@@ -57,7 +57,7 @@ def test_load_dataset_uses_only_the_card_configs(corpus_out, offline_hf, tmp_pat
     version = tmp_path / "v2"
     shutil.copytree(corpus_out["out"] / "versions" / "v2", version)
     expected = pq.ParquetDataset(version / "pretrain").read()
-    dataset = load_dataset(str(version), "pretrain", split="train")
+    dataset = load_dataset(str(version), "pretrain", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert dataset.num_rows == expected.num_rows
     assert set(dataset.column_names) == set(expected.column_names)
     assert sorted(dataset["id"]) == sorted(expected.column("id").to_pylist())
@@ -66,7 +66,7 @@ def test_load_dataset_uses_only_the_card_configs(corpus_out, offline_hf, tmp_pat
     # the named config comes from the card alone: without it, datasets knows no "pretrain" config
     (version / "README.md").write_text("# no configs\n")
     with pytest.raises(ValueError, match="pretrain"):
-        load_dataset(str(version), "pretrain", split="train")
+        load_dataset(str(version), "pretrain", split="train", cache_dir=str(tmp_path / "hf-cache"))
 
 
 def test_publisher_licence_overrides_detection(corpus_out):
@@ -82,3 +82,16 @@ def test_publisher_licence_overrides_detection(corpus_out):
     assert _header(text)["license"] == ["odc-by", "cc-by-4.0"]
     assert "Licence set by the publisher (`publish.license`): odc-by, cc-by-4.0." in text
     assert "| mit |" in text  # the detected licence of each source is still listed
+
+
+def test_same_folder_name_different_data_never_share_a_cache_entry(corpus_out, offline_hf, tmp_path):
+    """`datasets` keys local folders by name and card: the card's dataset_info keeps two `v2`s apart."""
+    from datasets import load_dataset
+
+    cache = str(tmp_path / "shared-cache")  # one cache for both, as on a user's machine
+    for source, parent in (("v1", "first"), ("v2", "second")):
+        copy = tmp_path / parent / "v2"
+        shutil.copytree(corpus_out["out"] / "versions" / source, copy)
+        expected = pq.ParquetDataset(copy / "pretrain").read(columns=["id"]).column("id").to_pylist()
+        loaded = load_dataset(str(copy), "pretrain", split="train", cache_dir=cache)
+        assert sorted(loaded["id"]) == sorted(expected), f"{source} copy served from another version's cache"

@@ -43,6 +43,8 @@ def test_synthetic_attempts_acceptances_and_rejections(dask_client, tiny_bundle,
         from datasets import load_dataset
 
         assert "config_name: midtrain" in card
-        dialogues = load_dataset(str(out / "latest"), "midtrain", split="train")
+        dialogues = load_dataset(
+            str((out / "latest").resolve()), "midtrain", split="train", cache_dir=str(tmp_path / "hf-cache")
+        )
         assert dialogues.num_rows == synth["accepted"]
         assert {"role", "content"} <= set(dialogues[0]["messages"][0])

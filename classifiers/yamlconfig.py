@@ -1,0 +1,150 @@
+"""YAML files validated by pydantic models, with one-line errors that name the file, the key and the fix.
+
+Every user-authored file of the project (run configs, profiles, seed recipes, scenario grids, the taxonomy)
+goes through here, so a typo reads the same everywhere: `FILE: unknown key 'a.b' (did you mean 'c'?)` or
+`FILE: key 'a.b': expected an integer, got 'two'`. It lives in the leaf package so that every package can
+use it without breaking the import arrows.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigFileError(ValueError):
+    """A user-authored file that cannot be read or does not validate; the message is one line."""
+
+
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "path_type": "a path",
+}
+
+
+def _expected(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind in _EXPECTED:
+        return _EXPECTED[kind]
+    if kind == "literal_error":
+        return f"one of {(error.get('ctx') or {}).get('expected')}"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        return error.get("msg", "").replace("Input should be ", "a value ")
+    if kind == "missing":
+        return "a value (the key is required)"
+    return error.get("msg", kind)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `Tier`, `list[Tier]` or `Tier | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Valid keys of the (nested) model that holds `loc[-1]`, for 'did you mean' hints."""
+    parent: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if part.isdigit():  # a list index: same model
+            continue
+        field = parent.model_fields.get(part) if parent else None
+        parent = _model_in(getattr(field, "annotation", None))
+        if parent is None:
+            return []
+    return sorted(parent.model_fields) if parent else []
+
+
+def describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
+    """One pydantic error as `SOURCE: ...key...: expected ...`."""
+    loc = [str(part) for part in error.get("loc", ())]
+    key = ".".join(loc) or "(top level)"
+    if error.get("type") == "extra_forbidden":
+        valid = _fields_at(model, loc)
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = (
+            f" (did you mean '{close[0]}'?)"
+            if close
+            else (f" (expected one of: {', '.join(valid)})" if valid else "")
+        )
+        return f"{source}: unknown key '{key}'{hint}"
+    if error.get("type") == "value_error":
+        return f"{source}: key '{key}': {error.get('msg', '').removeprefix('Value error, ')}"
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else f", got {got!r}"
+    return f"{source}: key '{key}': expected {_expected(error)}{got_text}"
+
+
+def describe_validation(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """The first error of `exc`, plus how many more there are."""
+    # an unknown key explains the 'missing' error a typo also causes, so it goes first
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    message = describe_error(errors[0], model, source)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return message
+
+
+def read_yaml(path: str | Path, error: type[ConfigFileError] = ConfigFileError) -> dict[str, Any]:
+    """A YAML mapping from `path`; errors name the file (and the line for syntax errors)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise error(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(
+    data: dict[str, Any], model: type[M], source: str, error: type[ConfigFileError] = ConfigFileError
+) -> M:
+    """`model.model_validate(data)` with a one-line error naming `source` and the key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(describe_validation(exc, model, source)) from None
+
+
+def load_model(
+    path: str | Path,
+    model: type[M],
+    error: type[ConfigFileError] = ConfigFileError,
+    defaults: dict[str, Any] | None = None,
+) -> M:
+    """Read `path` and validate it as `model`; `defaults` fill keys the file leaves out."""
+    data = {**(defaults or {}), **read_yaml(path, error)}
+    return validate(data, model, str(path), error)
