@@ -48,7 +48,9 @@ class RankFailed(RuntimeError):
 def _run_rank_payload(payload: bytes, rank: int) -> str:
     """Runs inside a Dask worker: unpickle a private copy of the executor and run one rank."""
     executor: DaskPipelineExecutor = cloudpickle.loads(payload)
-    stats = executor._run_for_rank(rank)
+    # datatrove prints a rank's INFO log to the console only for local_rank 0 (the argument has no other use);
+    # every rank's full log is in logs/task_NNNNN.log either way
+    stats = executor._run_for_rank(rank, local_rank=0 if executor.console_logs else 1)
     return stats.to_json() if isinstance(stats, PipelineStats) else "[]"
 
 
@@ -67,6 +69,8 @@ class DaskPipelineExecutor(PipelineExecutor):
         name: shown in the progress bar and in the summary line.
         progress: show a progress bar of ranks done out of total.
         fail_fast: on the first failed rank, cancel the ranks in flight and submit no more (strict runs).
+        console_logs: also print each rank's INFO log on its worker's stderr. Off by default: with many ranks the
+            interleaved pipeline banners bury the progress bar; errors still print, and `logs/` has everything.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         name: str = "pipeline",
         progress: bool = True,
         fail_fast: bool = False,
+        console_logs: bool = False,
     ):
         super().__init__(pipeline, logging_dir, skip_completed, randomize_start_duration)
         if tasks < 1:
@@ -94,6 +99,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         self.name = name
         self.progress = progress
         self.fail_fast = fail_fast
+        self.console_logs = console_logs
         self._client = client
         self._launched = False
 

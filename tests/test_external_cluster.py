@@ -92,7 +92,7 @@ def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
                     ],
                     env=env,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=(tmp_path / f"{name}.stderr").open("w"),
                 )
             )
         (tmp_path / "in").mkdir()
@@ -120,6 +120,14 @@ def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
         ids = pq.read_table(tmp_path / "out").column("id").to_pylist()
         assert len(ids) == 4 * 49 and len(set(ids)) == len(ids)
         assert len(list((tmp_path / "logs" / "completions").iterdir())) == 4
+        # rank logs go to logs/task_*.log, not to the workers' consoles (console_logs=False by default)
+        for rank in range(4):
+            assert (
+                f"Launching pipeline for rank={rank}"
+                in (tmp_path / "logs" / "logs" / f"task_{rank:05d}.log").read_text()
+            )
+        consoles = "".join((tmp_path / f"{name}.stderr").read_text() for name in ("w1", "w2"))
+        assert "Launching pipeline" not in consoles
     finally:
         for proc in reversed(procs):
             proc.terminate()
