@@ -8,7 +8,7 @@ leaf package because the scoring step needs the aggregate; tiers are used by the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +24,35 @@ class ProfileError(ConfigFileError):
 
 
 class Tier(BaseModel):
+    """A score band. Its threshold is absolute (`min_score`) or relative to the corpus (`min_quantile`).
+
+    Absolute thresholds are tied to one classifier bundle: a retrained bundle, or other kinds of input, shift
+    the score distribution and silently move documents between tiers. A quantile ("the top 5 % of documents")
+    keeps its meaning; the mix stage resolves it to a score over the documents it mixes and records both.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    min_score: float = Field(
-        ge=0.0, le=1.0, description="Documents with prosocial >= min_score fall in this tier."
+    min_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="Documents with prosocial >= min_score fall in this tier."
+    )
+    min_quantile: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Instead of min_score: the tier starts at this quantile of the profile's score over the "
+        "documents being mixed (0.95: the top 5 %). Resolved per mix and recorded in mixture.json.",
     )
     factor: float = Field(
         ge=0.0, description="Upsampling factor (copies per document, before the epoch cap); 0 drops."
     )
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Tier:
+        if (self.min_score is None) == (self.min_quantile is None):
+            raise ValueError(f"tier '{self.name}': give exactly one of min_score and min_quantile")
+        return self
 
 
 class Profile(BaseModel):
@@ -60,10 +80,36 @@ class Profile(BaseModel):
             raise ValueError("weights: must be >= 0")
         if not self.tiers:
             raise ValueError("tiers: need at least one tier")
-        thresholds = [t.min_score for t in self.tiers]
-        if thresholds != sorted(thresholds, reverse=True):
-            raise ValueError("tiers: list them from the highest min_score to the lowest")
+        for key in ("min_score", "min_quantile"):
+            thresholds = [getattr(t, key) for t in self.tiers if getattr(t, key) is not None]
+            if thresholds != sorted(thresholds, reverse=True):
+                raise ValueError(f"tiers: list them from the highest {key} to the lowest")
         return self
+
+    @property
+    def has_quantiles(self) -> bool:
+        return any(t.min_quantile is not None for t in self.tiers)
+
+    def resolve_quantiles(self, score_at: Callable[[float], float]) -> Profile:
+        """This profile with every `min_quantile` turned into a `min_score` (kept alongside, for the record).
+
+        `score_at(q)` is the score at quantile q of the documents being mixed. Fails when a resolved quantile
+        crosses an absolute threshold listed around it, since the tiers would then overlap.
+        """
+        tiers = [
+            t
+            if t.min_quantile is None
+            else t.model_copy(update={"min_score": float(score_at(t.min_quantile))})
+            for t in self.tiers
+        ]
+        scores = [t.min_score for t in tiers]
+        if scores != sorted(scores, reverse=True):
+            listed = ", ".join(f"{t.name}={t.min_score:.4f}" for t in tiers)
+            raise ProfileError(
+                f"profile '{self.name}': tiers out of order once quantiles are resolved ({listed}); "
+                "use quantiles for all tiers, or thresholds that cannot cross them"
+            )
+        return self.model_copy(update={"tiers": tiers})
 
     @property
     def dimensions(self) -> list[str]:
@@ -80,6 +126,8 @@ class Profile(BaseModel):
 
     def tier_of(self, prosocial: np.ndarray) -> np.ndarray:
         """Index into `tiers` for each score; len(tiers) means below every tier (dropped)."""
+        if self.has_quantiles and any(t.min_score is None for t in self.tiers):
+            raise ProfileError(f"profile '{self.name}': resolve its quantile tiers first (resolve_quantiles)")
         prosocial = np.asarray(prosocial)
         out = np.full(prosocial.shape, len(self.tiers), dtype=np.int16)
         for index in range(len(self.tiers) - 1, -1, -1):

@@ -23,6 +23,7 @@ from classifiers.profiles import Profile
 
 HIST_BITS = 14  # token histogram resolution of the fractional-copy choice: 16384 bins per tier
 HIST_BINS = 1 << HIST_BITS
+SCORE_BINS = 1 << 16  # resolution of quantile tiers over the profile score in [0, 1]
 SHIFT_32 = np.uint64(32)
 
 
@@ -37,11 +38,37 @@ def seeded_hash(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
     return pd.util.hash_array(values, hash_key=hash_key(seed, purpose), categorize=False)
 
 
+def profile_aggregate(df: pd.DataFrame, profile: Profile) -> np.ndarray:
+    """The profile's `prosocial` (float32) of each row; NaN where a weighted score is missing."""
+    scores = {d: df[f"ps_{d}"].to_numpy(dtype=np.float64, na_value=np.nan) for d in profile.dimensions}
+    return profile.aggregate(scores) if len(df) else np.zeros(0, dtype=np.float32)
+
+
 def profile_scores(df: pd.DataFrame, profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     """(prosocial float32, tier index int16) of each row under `profile`; len(tiers) = below every tier."""
-    scores = {d: df[f"ps_{d}"].to_numpy(dtype=np.float64, na_value=np.nan) for d in profile.dimensions}
-    prosocial = profile.aggregate(scores) if len(df) else np.zeros(0, dtype=np.float32)
+    prosocial = profile_aggregate(df, profile)
     return prosocial, profile.tier_of(np.nan_to_num(prosocial, nan=-1.0))
+
+
+def score_histograms(df: pd.DataFrame, profiles: list[Profile]) -> dict[str, dict[str, np.ndarray]]:
+    """Per profile, {"scores": documents per score bin} (SCORE_BINS equal bins over [0, 1]), for quantile
+    tiers; the same nesting as `partition_stats`, so `merge_stats` sums both."""
+    out = {}
+    for profile in profiles:
+        prosocial = profile_aggregate(df, profile)
+        prosocial = prosocial[~np.isnan(prosocial)].astype(np.float64)
+        bins = np.clip((prosocial * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
+        out[profile.name] = {"scores": np.bincount(bins, minlength=SCORE_BINS).astype(np.float64)}
+    return out
+
+
+def quantile_score(hist: np.ndarray, q: float) -> float:
+    """The bin edge that leaves closest to a fraction q of the documents below it (documents scoring at or
+    above it are the top 1 - q). Edges are multiples of 2**-16, exact in float32, so `tier_of`'s >= agrees
+    with the histogram."""
+    before = np.concatenate([[0.0], np.cumsum(hist)])
+    j = int(np.argmin(np.abs(before - q * before[-1])))
+    return j / SCORE_BINS
 
 
 def partition_stats(df: pd.DataFrame, profiles: list[Profile], seed: int) -> dict[str, dict[str, np.ndarray]]:

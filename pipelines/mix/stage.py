@@ -1,6 +1,7 @@
 """The mix stage: profile tiers and capped upsampling into shuffled Parquet shards, on Dask DataFrame.
 
-Two passes over the scored (deduplicated) corpus, both out of core:
+Two passes over the scored (deduplicated) corpus, both out of core (three when a profile gives tiers as
+quantiles: pass 0 histograms the profile score and resolves each `min_quantile` to a `min_score`):
 
 1. **stats** (columns id, token_count, ps_* only): per profile and tier, documents, tokens and a token
    histogram over a seeded hash. The solver (`solver.py`) turns tier tokens, the profile's factors, the epoch
@@ -36,7 +37,15 @@ import pyarrow.parquet as pq
 from datatrove.utils.logging import logger
 
 from classifiers.profiles import Profile, load_profile
-from pipelines.mix.copies import CopyPlan, explode, extra_thresholds, merge_stats, partition_stats
+from pipelines.mix.copies import (
+    CopyPlan,
+    explode,
+    extra_thresholds,
+    merge_stats,
+    partition_stats,
+    quantile_score,
+    score_histograms,
+)
 from pipelines.mix.settings import MixConfig
 from pipelines.mix.solver import solve_factors
 from pipelines.parquet import write_bytes_atomic, write_table_atomic
@@ -126,6 +135,37 @@ def _fingerprint(files: list[Path], cfg: MixConfig, profiles: list[Profile]) -> 
     for profile in profiles:
         digest.update(json.dumps(profile.model_dump(mode="json"), sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+# -- pass 0 (only for quantile tiers): score histograms -----------------------------------------------------
+def resolve_quantile_tiers(
+    files: list[Path], profiles: list[Profile], cfg: MixConfig, client: Client | None
+) -> list[Profile]:
+    """Profiles with their `min_quantile` tiers resolved to scores over these documents (others unchanged)."""
+    pending = [p for p in profiles if p.has_quantiles]
+    if not pending:
+        return profiles
+    columns = ["id", *sorted({f"ps_{d}" for p in pending for d in p.dimensions})]
+    ddf = dd.read_parquet([str(f) for f in files], columns=columns, blocksize=cfg.blocksize)
+    histogram = dask.delayed(score_histograms, pure=True)
+    merged = _tree_merge([histogram(part, pending) for part in ddf.to_delayed()])
+    hists = client.compute(merged).result() if client is not None else merged.compute()
+    resolved = []
+    for profile in profiles:
+        if profile.has_quantiles:
+            profile = profile.resolve_quantiles(
+                lambda q, h=hists[profile.name]["scores"]: quantile_score(h, q)
+            )
+            logger.info(
+                f"mix: profile {profile.name}: quantile tiers resolved to "
+                + ", ".join(
+                    f"{t.name} >= {t.min_score:.4f} (q{t.min_quantile:g})"
+                    for t in profile.tiers
+                    if t.min_quantile is not None
+                )
+            )
+        resolved.append(profile)
+    return resolved
 
 
 # -- pass 1: stats -----------------------------------------------------------------------------------------
@@ -277,6 +317,7 @@ def _profile_entry(
             {
                 "name": tier.name,
                 "min_score": tier.min_score,
+                "min_quantile": tier.min_quantile,
                 "profile_factor": tier.factor,
                 "factor": plan.factors[i],
                 "documents": documents,
@@ -350,6 +391,7 @@ def mix_scored(
     if not files:
         raise MixError(f"{inputs}: no scored Parquet files to mix")
     schema = input_schema(files, profiles)
+    profiles = resolve_quantile_tiers(files, profiles, cfg, client)
     stats = collect_stats(files, profiles, cfg, client)
     total_rows = sum(pq.read_metadata(f).num_rows for f in files)
     total_tokens = float(stats[profiles[0].name]["tokens"].sum()) if stats else 0.0

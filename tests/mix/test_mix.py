@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifiers.profiles import Profile, Tier, load_profile
+from classifiers.profiles import Profile, ProfileError, Tier, load_profile
 from pipelines.config import CorpusConfig
 from pipelines.context import RunContext
 from pipelines.mix.sample_data import DIMENSIONS, make_scored_table, write_scored
@@ -227,3 +227,59 @@ def test_tiny_and_empty_mixtures(tmp_path, dask_client, factors):
     else:
         assert entry["shards"] == 1 and entry["totals"]["rows"] == 0
         assert pq.read_table(tmp_path / "out" / "pretrain").num_rows == 0
+
+
+def test_quantile_tiers_hold_their_share_of_documents(scored, dask_client, tmp_path):
+    """Tiers given as quantiles resolve over the documents mixed: the top 10 % stay the top 10 % whatever the
+    classifier's score scale, and mixture.json records both the quantile and the score it resolved to."""
+    folder, inputs = scored
+    profile = Profile(
+        name="q",
+        weights={d: 1.0 for d in DIMENSIONS},
+        tiers=[
+            Tier(name="top", min_quantile=0.9, factor=2.0),
+            Tier(name="mid", min_quantile=0.5, factor=1.0),
+            Tier(name="rest", min_score=0.0, factor=0.0),
+        ],
+    )
+    mix_scored(folder, tmp_path, [profile], MixConfig(), dask_client)
+    out, mixture = _output(tmp_path)
+    entry = {t["name"]: t for t in mixture["profiles"]["q"]["tiers"]}
+    scores = profile.aggregate({d: inputs[f"ps_{d}"].to_numpy() for d in DIMENSIONS})
+    for name, q in (("top", 0.9), ("mid", 0.5)):
+        assert entry[name]["min_quantile"] == q
+        # the resolved score is the q-quantile of the inputs' aggregate, to the histogram's resolution
+        assert entry[name]["min_score"] == pytest.approx(np.quantile(scores, q), abs=2e-4)
+    assert entry["top"]["documents"] == pytest.approx(0.1 * len(inputs), abs=0.01 * len(inputs))
+    assert entry["top"]["documents"] + entry["mid"]["documents"] == pytest.approx(
+        0.5 * len(inputs), abs=0.01 * len(inputs)
+    )
+    # rows carry the tier their score earns under the resolved thresholds
+    originals = out[out["repeat_index"] == 0]
+    top = originals["prosocial"].to_numpy() >= entry["top"]["min_score"]
+    assert (originals["tier"].to_numpy()[top] == "top").all()
+    assert (originals["tier"].to_numpy()[~top] == "mid").all()  # "rest" has factor 0
+
+
+def test_quantile_tiers_that_cross_an_absolute_one_are_refused(scored, dask_client, tmp_path):
+    folder, _ = scored
+    profile = Profile(
+        name="crossed",
+        weights={d: 1.0 for d in DIMENSIONS},
+        tiers=[
+            Tier(name="top", min_score=0.99, factor=2.0),
+            Tier(name="mid", min_quantile=0.5, factor=1.0),
+            Tier(name="high-floor", min_score=0.9, factor=1.0),
+        ],
+    )
+    with pytest.raises(ProfileError, match=r"profile 'crossed': tiers out of order once quantiles"):
+        mix_scored(folder, tmp_path, [profile], MixConfig(), dask_client)
+
+
+def test_a_tier_needs_exactly_one_threshold(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "weights: {care: 1}\ntiers:\n  - {name: top, min_score: 0.5, min_quantile: 0.9, factor: 2}\n"
+    )
+    with pytest.raises(ProfileError, match=r"p\.yaml.*exactly one of min_score and min_quantile"):
+        load_profile(str(path))
