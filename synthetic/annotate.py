@@ -65,7 +65,10 @@ def default_dimensions() -> list[str]:
     return load_taxonomy().rubric_dimensions
 
 
-def annotation_schema(reason_chars: int = 300) -> dict[str, Any]:
+REASON_CHARS = 300
+
+
+def annotation_schema(reason_chars: int = REASON_CHARS) -> dict[str, Any]:
     """Reason first, then the score: the model justifies before it grades (as in FineWeb-Edu's prompt)."""
     return {
         "type": "object",
@@ -254,10 +257,15 @@ def annotate(
     dimensions: list[str],
     settings: SyntheticSettings,
     max_chars: int = 2000,
-    max_tokens: int = 256,
+    max_tokens: int = 640,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Score every (document, dimension) in one engine batch; return label rows and counts."""
-    schema = annotation_schema()
+    """Score every (document, dimension) in one engine batch; return label rows and counts.
+
+    The reason's maxLength leaves the JSON room to close within `max_tokens` even at two tokens per character
+    (an escape such as \n, or a weak model spelling byte by byte): an answer is cut off only when the caller
+    asks for fewer tokens than the JSON frame needs.
+    """
+    schema = annotation_schema(max(8, min(REASON_CHARS, (max_tokens - 32) // 2)))
     pairs = [(doc, dim) for doc in documents for dim in dimensions]
     requests = [
         Request.make(
@@ -326,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["vllm", "openai"], help="overrides synthetic.engine")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint root, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--max-chars", type=int, default=2000, help="characters of each document shown")
-    parser.add_argument("--max-tokens", type=int, default=256, help="output token cap per answer")
+    parser.add_argument("--max-tokens", type=int, default=640, help="output token cap per answer")
     parser.add_argument("--positive-min", type=int, default=3, help="score >= this is a positive label")
     parser.add_argument("--negative-max", type=int, default=1, help="score <= this is a negative label")
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synthetic.grammar import json_schema_grammar
 from synthetic.tiny_model import resolve_model
 
 
@@ -55,7 +56,9 @@ class Request:
     ) -> Request:
         """`salt` (e.g. the scenario index) keeps two identical prompts apart: own id, own sampling seed."""
         msgs = tuple((m["role"], m["content"]) for m in messages)
-        schema_text = json.dumps(json_schema, sort_keys=True) if json_schema is not None else None
+        # key order kept: guided decoding writes properties in schema order (user before assistant, reason
+        # before score), so sorting the keys would make the model answer before it reads the question
+        schema_text = json.dumps(json_schema) if json_schema is not None else None
         key = json.dumps(
             [model, msgs, schema_text, temperature, top_p, max_tokens, run_seed, salt], sort_keys=True
         )
@@ -190,7 +193,7 @@ class VLLMEngine(Engine):
 
         structured = None
         if request.json_schema is not None:
-            structured = StructuredOutputsParams(json=json.loads(request.json_schema))
+            structured = StructuredOutputsParams(grammar=json_schema_grammar(request.json_schema))
         return SamplingParams(
             temperature=request.temperature,
             top_p=request.top_p,

@@ -221,8 +221,9 @@ def dialogue_schema(min_turns: int, max_turns: int, max_chars: int) -> dict[str,
     Exchanges make the decoder itself guarantee that the user speaks first and the roles alternate.
     maxItems and maxLength bound the output, so a completion can always close its JSON within max_tokens.
     minItems is 1 rather than min_turns/2 on purpose: the turn count is a validation check that records a
-    reason, not something the decoder hides. (xgrammar cannot combine maxLength with a pattern, so control
-    characters are not excluded here; parsing replaces them, see synthetic.validate.)
+    reason, not something the decoder hides. The vLLM engine decodes with this schema's grammar, rewritten so
+    that bounded strings admit quotes, line breaks and other escapes but no control characters
+    (synthetic.grammar); endpoints behind the openai engine get the schema itself.
     """
     message = {"type": "string", "minLength": 1, "maxLength": max_chars}
     return {
