@@ -262,8 +262,9 @@ def annotate(
     """Score every (document, dimension) in one engine batch; return label rows and counts.
 
     The reason's maxLength leaves the JSON room to close within `max_tokens` even at two tokens per character
-    (an escape such as \n, or a weak model spelling byte by byte): an answer is cut off only when the caller
-    asks for fewer tokens than the JSON frame needs.
+    (a weak model spelling byte by byte): an answer is cut off only when the caller asks for fewer tokens
+    than the JSON frame needs. (With 256 tokens for a 300-character reason, the tiny model's answers failed
+    to close now and then.)
     """
     schema = annotation_schema(max(8, min(REASON_CHARS, (max_tokens - 32) // 2)))
     pairs = [(doc, dim) for doc in documents for dim in dimensions]

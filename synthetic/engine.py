@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synthetic.grammar import json_schema_grammar
 from synthetic.tiny_model import resolve_model
 
 
@@ -193,7 +192,7 @@ class VLLMEngine(Engine):
 
         structured = None
         if request.json_schema is not None:
-            structured = StructuredOutputsParams(grammar=json_schema_grammar(request.json_schema))
+            structured = StructuredOutputsParams(json=json.loads(request.json_schema))
         return SamplingParams(
             temperature=request.temperature,
             top_p=request.top_p,

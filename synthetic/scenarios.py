@@ -221,9 +221,11 @@ def dialogue_schema(min_turns: int, max_turns: int, max_chars: int) -> dict[str,
     Exchanges make the decoder itself guarantee that the user speaks first and the roles alternate.
     maxItems and maxLength bound the output, so a completion can always close its JSON within max_tokens.
     minItems is 1 rather than min_turns/2 on purpose: the turn count is a validation check that records a
-    reason, not something the decoder hides. The vLLM engine decodes with this schema's grammar, rewritten so
-    that bounded strings admit quotes, line breaks and other escapes but no control characters
-    (synthetic.grammar); endpoints behind the openai engine get the schema itself.
+    reason, not something the decoder hides. Property order matters: the decoder writes "user" before
+    "assistant". Known cost of maxLength: xgrammar compiles a bounded string to `[^"\\\r\n]{m,n}`, so
+    messages cannot hold double quotes or line breaks, and raw control characters get through (parsing
+    replaces them, see synthetic.validate). Admitting escapes in a bounded string is possible in xgrammar's
+    EBNF but leaves its precomputed token masks: 4.9 ms instead of 0.04 ms per token, measured here.
     """
     message = {"type": "string", "minLength": 1, "maxLength": max_chars}
     return {

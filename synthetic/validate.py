@@ -48,10 +48,9 @@ def parse_dialogue(text: str, finish_reason: str | None, error: str | None) -> P
     """The messages of a guided-JSON completion, or the reason it cannot be used.
 
     Accepts the stage's `{"exchanges": [{"user", "assistant"}]}` and, from endpoints that ignore the schema,
-    `{"turns": [{"role", "content"}]}`. `strict=False` and the control-character replacement: endpoints that
-    compile `maxLength` strings with stock xgrammar admit raw control characters (strict JSON forbids them;
-    the vLLM engine's own grammar does not, see synthetic.grammar). They are invisible junk that real models
-    do not produce, so they become spaces (counted) rather than poisoning the text.
+    `{"turns": [{"role", "content"}]}`. `strict=False` and the control-character replacement: xgrammar's
+    length-bounded strings admit raw control characters (strict JSON forbids them). They are invisible junk
+    that real models do not produce, so they become spaces (counted) rather than poisoning the text.
     """
     if error:
         return Parsed(None, "engine_error")

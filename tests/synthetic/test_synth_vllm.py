@@ -44,8 +44,6 @@ def test_one_batch_of_guided_dialogues_all_parse(engine):
     assert [c.request_id for c in completions] == [r.id for r in requests]
     parsed = [parse_dialogue(c.text, c.finish_reason, c.error) for c in completions]
     assert [p.reason for p in parsed] == [None] * 24, "guided decoding must make every completion parse"
-    # the engine's grammar (synthetic.grammar) admits no raw control characters, even from random weights
-    assert sum(p.replaced_control_chars for p in parsed) == 0
     assert all(c.finish_reason == "stop" and c.output_tokens > 0 for c in completions)
     # seeded per request: the same request gives the same text
     again = engine.generate(requests[:3])
