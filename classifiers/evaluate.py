@@ -68,6 +68,14 @@ def _threshold_f1(scores: np.ndarray, targets: np.ndarray) -> float:
     return best_f1_threshold(scores, targets)
 
 
+def _fit_baseline(factory: dict[str, Any], data: DimensionData) -> tuple[Any, float]:
+    """A baseline fitted on `data.train`, and its F1 threshold chosen on `data.calib` as fastText's is."""
+    train = factory["train_rows"](data.train)
+    model = factory["make"]().fit(_texts(train), _targets(train))
+    threshold = _threshold_f1(model.predict(_texts(data.calib)), _targets(data.calib)) if data.calib else 0.5
+    return model, threshold
+
+
 def evaluate_dimension(
     dim: str,
     data: DimensionData,
@@ -82,14 +90,9 @@ def evaluate_dimension(
     thresholds = {"fasttext": bundle.models[dim].threshold}
     for name, factory in baselines.items():
         started = time.time()
-        train = factory["train_rows"](data.train)
-        model = factory["make"]().fit(_texts(train), _targets(train))
-        # the baselines choose their F1 threshold on the same calibration split as fastText
-        thresholds[name] = (
-            _threshold_f1(model.predict(_texts(data.calib)), _targets(data.calib)) if data.calib else 0.5
-        )
+        model, thresholds[name] = _fit_baseline(factory, data)
         scorers[name] = model.predict
-        log(f"    {dim}: fitted {name} on {len(train)} rows in {time.time() - started:.0f} s")
+        log(f"    {dim}: fitted {name} in {time.time() - started:.0f} s")
     for name, scorer in scorers.items():
         results[name] = {}
         for source, examples in sets.items():
@@ -138,11 +141,7 @@ def leave_one_source_out(
             _, entry = train_dimension(dim, held, run_params, Path(tmp), log=lambda _m: None)
         results["fasttext"][source] = entry["metrics"][f"eval/{source}"]
         for name, factory in baselines.items():
-            train = factory["train_rows"](held.train)
-            model = factory["make"]().fit(_texts(train), _targets(train))
-            threshold = (
-                _threshold_f1(model.predict(_texts(held.calib)), _targets(held.calib)) if held.calib else 0.5
-            )
+            model, threshold = _fit_baseline(factory, held)
             results[name][source] = binary_metrics(
                 model.predict(_texts(examples)), _targets(examples), threshold
             )

@@ -32,19 +32,18 @@ def _scored(folder: Path, n: int, seed: int, files: int = 3) -> pd.DataFrame:
     return pq.read_table(folder).to_pandas()
 
 
+def _equal_weights(name: str, tiers: list[Tier], share: float | None = None) -> Profile:
+    return Profile(name=name, weights={d: 1.0 for d in DIMENSIONS}, tiers=tiers, top_tier_share=share)
+
+
 def _profile(factors: list[float], share: float | None = None) -> Profile:
     # thresholds at quantiles of the Beta(2,2) mean-of-four scores, so every tier holds many documents
     mins = [0.6, 0.5, 0.4, 0.0][: len(factors)]
     mins[-1] = 0.0
-    return Profile(
-        name="prop",
-        weights={d: 1.0 for d in DIMENSIONS},
-        tiers=[
-            Tier(name=f"t{i}", min_score=m, factor=f)
-            for i, (m, f) in enumerate(zip(mins, factors, strict=True))
-        ],
-        top_tier_share=share,
-    )
+    tiers = [
+        Tier(name=f"t{i}", min_score=m, factor=f) for i, (m, f) in enumerate(zip(mins, factors, strict=True))
+    ]
+    return _equal_weights("prop", tiers, share)
 
 
 def _output(staging: Path, folder: str = "pretrain") -> tuple[pd.DataFrame, dict]:
@@ -233,10 +232,9 @@ def test_quantile_tiers_hold_their_share_of_documents(scored, dask_client, tmp_p
     """Tiers given as quantiles resolve over the documents mixed: the top 10 % stay the top 10 % whatever the
     classifier's score scale, and mixture.json records both the quantile and the score it resolved to."""
     folder, inputs = scored
-    profile = Profile(
-        name="q",
-        weights={d: 1.0 for d in DIMENSIONS},
-        tiers=[
+    profile = _equal_weights(
+        "q",
+        [
             Tier(name="top", min_quantile=0.9, factor=2.0),
             Tier(name="mid", min_quantile=0.5, factor=1.0),
             Tier(name="rest", min_score=0.0, factor=0.0),
@@ -263,10 +261,9 @@ def test_quantile_tiers_hold_their_share_of_documents(scored, dask_client, tmp_p
 
 def test_quantile_tiers_that_cross_an_absolute_one_are_refused(scored, dask_client, tmp_path):
     folder, _ = scored
-    profile = Profile(
-        name="crossed",
-        weights={d: 1.0 for d in DIMENSIONS},
-        tiers=[
+    profile = _equal_weights(
+        "crossed",
+        [
             Tier(name="top", min_score=0.99, factor=2.0),
             Tier(name="mid", min_quantile=0.5, factor=1.0),
             Tier(name="high-floor", min_score=0.9, factor=1.0),
