@@ -115,12 +115,15 @@ def test_dialogue_requests_are_served_and_parse(vllm_server, tiny_model):
         assert result.error is None, result.error
         assert result.finish_reason == "stop" and result.output_tokens > 0
         parsed = parse_dialogue(result.text, result.finish_reason, result.error)
-        # the schema held: user first, roles alternate, at most max_turns, each message within max_chars
+        # the schema held: user first, roles alternate, at most max_turns, each message within max_chars.
+        # Only the upper bound is checked: the server decodes with skip_special_tokens, and random weights
+        # can put the tiny tokenizer's special tokens (<|user|>, </s>, ...) inside a string, so a message may
+        # come back shorter than the decoder wrote it, even empty (validation rejects those as too short).
         assert parsed.reason is None, (parsed.reason, result.text)
         roles = [t["role"] for t in parsed.turns]
         assert roles[0] == "user" and 2 <= len(roles) <= 4
         assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
-        assert all(1 <= len(t["content"]) <= 40 for t in parsed.turns)
+        assert all(len(t["content"]) <= 40 for t in parsed.turns), [t["content"] for t in parsed.turns]
     # per-request seeds reach the server: the same request gives the same dialogue
     assert [r.text for r in again] == [r.text for r in results[:2]]
     assert len({r.text for r in results}) > 1
