@@ -16,11 +16,15 @@ SEEDS ?= ../shared/data/labeled
 help:
 	@echo "make setup       create $(VENV) and install pinned dependencies (VLLM=cpu|gpu)"
 	@echo "make test        run the test suite"
+	@echo "make test-fast   the suite without the slow and vLLM tests"
 	@echo "make corpus      run the full pipeline on the embedded default (OUT=, INPUT=, CONFIG=, ARGS=)"
 	@echo "make refresh     incremental refresh of OUT (cron-friendly)"
 	@echo "make classifier  train the default classifier bundle from the seed recipes (SEEDS=...)"
 	@echo "make bench       run every benchmark in benchmarks/"
 	@echo "make lint        ruff check + format check"
+	@echo "make format      ruff fix + format in place"
+	@echo "make lock        re-freeze requirements/constraints.txt after changing pyproject.toml"
+	@echo "make clean       remove out/ and tool caches"
 
 setup:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
