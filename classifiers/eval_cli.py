@@ -1,12 +1,13 @@
 """`corpus classifier eval`: the bundle vs TF-IDF and MiniLM baselines, per dimension and evaluation set.
 
     corpus classifier eval --model classifiers/models/default --seeds ../shared/data/labeled \
-        [--loso] [--no-minilm] [--aggregation] [--json report.json] [--markdown report.md]
+        [--loso] [--no-minilm] [--aggregation] [--profiles default civic] [--json report.json] [--markdown report.md]
 
 Rebuilds the seed splits from the recipes (deterministic, so they are the splits the bundle was trained
 around), refuses a bundle whose training data overlaps the evaluation texts, fits both baselines on the
 same training rows, and prints ROC-AUC, F1 at the chosen threshold and calibration error (ECE) per set,
-leave-one-source-out figures, throughput (texts/s) for all three, and the long-document aggregation study.
+leave-one-source-out figures, throughput (texts/s) for all three, how closely each profile's `prosocial`
+score tracks every set, and the long-document aggregation study.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from classifiers.evaluate import (
     eval_sets,
     evaluate_dimension,
     leave_one_source_out,
+    profile_tracking,
     throughput,
 )
+from classifiers.profiles import ProfileError, load_profile
 from classifiers.recipes import RECIPE_DIR, RecipeError, load_recipes
 from classifiers.train import TrainParams
 
@@ -62,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--aggregation", action="store_true", help="also run the long-document aggregation study"
+    )
+    parser.add_argument(
+        "--profiles",
+        nargs="*",
+        default=["default"],
+        help="profiles (names or YAML paths) whose prosocial score is checked against every set",
     )
     parser.add_argument("--json", help="write the full report here")
     parser.add_argument("--markdown", help="write the tables here")
@@ -126,6 +135,23 @@ def render_markdown(report: dict[str, Any]) -> str:
             + " | ".join(f"**{report['loso_mean_auc'].get(name, float('nan')):.3f}**" for name in models)
             + " |"
         )
+    if report.get("profiles"):
+        columns = list(next(iter(next(iter(report["profiles"].values())).values())))
+        lines += [
+            "",
+            "What the scores users tier on track: ROC-AUC of the dimension's own score `ps_<dimension>` and of each",
+            "profile's `prosocial`, through the full scoring path (chunking, calibration, profile weights):",
+            "",
+            "| dimension | eval set | " + " | ".join(f"{c} AUC" for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for dim, per_set in report["profiles"].items():
+            for source, aucs in per_set.items():
+                lines.append(
+                    f"| {dim} | {source} | "
+                    + " | ".join(f"{aucs[c]:.3f}" if aucs[c] is not None else "-" for c in columns)
+                    + " |"
+                )
     if report.get("throughput"):
         t = report["throughput"]
         lines += ["", f"Throughput (texts/s, all {len(report['results'])} dimensions, 1 process): "]
@@ -188,6 +214,15 @@ def main(args: argparse.Namespace) -> int:
     untrained = sorted(set(r.name for r in recipes) - set(trained_sources)) if trained_sources else []
     if untrained:
         print(f"note: evaluating on sources the bundle did not train on: {untrained}")
+    try:
+        profiles = [load_profile(name) for name in args.profiles]
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for profile in [p for p in profiles if set(p.dimensions) - set(bundle.dimensions)]:
+        missing = sorted(set(profile.dimensions) - set(bundle.dimensions))
+        print(f"note: profile '{profile.name}' weights dimensions the bundle lacks {missing}: not checked")
+    profiles = [p for p in profiles if set(p.dimensions) <= set(bundle.dimensions)]
     baselines = _baselines(args)
     report: dict[str, Any] = {
         "bundle": str(bundle.path),
@@ -212,6 +247,8 @@ def main(args: argparse.Namespace) -> int:
         for name in report["models"]
     }
     print("mean AUC over sets: " + ", ".join(f"{k}={v}" for k, v in report["mean_auc"].items()))
+    if profiles:
+        report["profiles"] = profile_tracking(bundle, seed_data, dims, profiles)
     # throughput on a mixed sample of evaluation texts (all dimensions' models each time)
     sample = [
         e.text for dim in dims for examples in eval_sets(seed_data.dimensions[dim]).values() for e in examples

@@ -20,6 +20,7 @@ import numpy as np
 
 from classifiers.bundle import Bundle, aggregate
 from classifiers.dataset import DimensionData, Example, SeedData
+from classifiers.profiles import Profile
 from classifiers.train import TrainParams, binary_metrics, pretrain_vectors, train_dimension
 
 MIN_CLASS = 20  # an evaluation set needs at least this many rows of each class
@@ -100,6 +101,30 @@ def evaluate_dimension(
                 scorer(_texts(examples)), _targets(examples), thresholds[name]
             )
     return results
+
+
+def profile_tracking(
+    bundle: Bundle, seed_data: SeedData, dims: list[str], profiles: list[Profile]
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{dimension: {set: {"dimension" | "prosocial[<profile>]": ROC-AUC}} through the full scoring path.
+
+    Why: corpora are tiered on a profile's `prosocial`, not on one dimension, and a profile mixes dimensions
+    with weights, so it tracks each human label less closely than the dimension trained for it (a care set is
+    diluted by respect, constructiveness and virtue). This shows by how much, per profile, with the scores
+    `corpus score` and the curate stage write (chunking, calibration, aggregation of long texts).
+    """
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for dim in dims:
+        out[dim] = {}
+        for source, examples in eval_sets(seed_data.dimensions[dim]).items():
+            scores = bundle.score(_texts(examples))
+            columns = {"dimension": scores[dim]}
+            columns.update({f"prosocial[{p.name}]": p.aggregate(scores) for p in profiles})
+            out[dim][source] = {
+                name: binary_metrics(values, _targets(examples), 0.5).get("auc")
+                for name, values in columns.items()
+            }
+    return out
 
 
 def leave_one_source_out(

@@ -62,12 +62,18 @@ def test_train_eval_and_license_filter(tmp_path, capsys):
     assert [s["name"] for s in load_bundle(commercial).manifest["sources"]] == ["open"]
 
     report = tmp_path / "report.json"
+    both = tmp_path / "both.yaml"
+    both.write_text("weights: {care: 1.0, respect: 1.0}\ntiers: [{name: all, min_score: 0.0, factor: 1.0}]\n")
+    profiles = ["--profiles", str(both), "default"]  # `default` weights dimensions this bundle lacks
     assert (
         corpus(
-            ["classifier", "eval", *args, "--model", str(out), "--no-minilm", "--loso", "--json", str(report)]
+            ["classifier", "eval", *args, "--model", str(out), "--no-minilm", "--loso", *profiles]
+            + ["--json", str(report)]
         )
         == 0
     )
+    printed = capsys.readouterr().out
+    assert "profile 'default' weights dimensions the bundle lacks" in printed
     data = json.loads(report.read_text())
     for dim in ("care", "respect"):
         for source in ("open", "closed"):
@@ -76,8 +82,12 @@ def test_train_eval_and_license_filter(tmp_path, capsys):
             assert ft["auc"] > 0.9 and tfidf["auc"] > 0.9
             assert {"f1", "ece", "n_pos", "n_neg"} <= set(ft)
         assert set(data["loso"][dim]["fasttext"]) == {"open", "closed"}
+        for source in ("open", "closed"):
+            tracked = data["profiles"][dim][source]
+            assert set(tracked) == {"dimension", "prosocial[both]"}
+            assert tracked["dimension"] > 0.9 and tracked["prosocial[both]"] > 0.9
     assert data["throughput"]["fasttext"] > 0 and data["throughput"]["tfidf-lr"] > 0
-    assert "| care | open |" in capsys.readouterr().out
+    assert "| care | open |" in printed and "prosocial[both] AUC" in printed
 
 
 def test_train_reports_bad_recipes(tmp_path, capsys):
