@@ -7,11 +7,12 @@ section model next to its code; this module only assembles them and turns pydant
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from classifiers.settings import ClassifierSettings
 from classifiers.yamlconfig import ConfigFileError, describe_validation
@@ -36,7 +37,11 @@ class CorpusConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    out: Path = Field(Path("out"), description="Output root: versions/, latest, state/ and work/ live here.")
+    out: Path = Field(
+        Path("out"),
+        validate_default=True,
+        description="Output root: versions/, latest, state/ and work/ live here.",
+    )
     input: list[str] = Field(
         default_factory=lambda: ["examples/demo"],
         description="Input globs or folders (any fsspec URL). A comma-separated string is accepted too.",
@@ -63,6 +68,25 @@ class CorpusConfig(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("out", mode="before")
+    @classmethod
+    def _absolute_out(cls, value: Any) -> Any:
+        """Anchor OUT at the directory the run starts in, once.
+
+        Why: the refresh journal records paths under OUT, and workers started elsewhere (`dask worker` on
+        another host or folder) resolve relative paths against their own working directory. A relative OUT
+        made a crash recoverable only from the same folder, and remote workers wrote into the wrong place.
+        """
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_address(self) -> CorpusConfig:
+        if self.cluster.kind == "address" and not self.cluster.address:
+            raise ValueError("cluster.kind=address needs cluster.address (e.g. tcp://10.0.0.5:8786)")
+        return self
+
     @property
     def work_dir(self) -> Path:
         """Scratch state of unfinished runs (datatrove logging dirs, staged shards); survives crashes."""
@@ -86,6 +110,11 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Keys whose values are paths: kept as typed, so `out=2024-06-01` or `out=on` stay folder names, not a date
+# or a boolean. A YAML list (`input=[a, b]`) is still parsed.
+PATH_KEYS = {"out", "input"}
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`a.b=value` pairs to a nested dict; values are parsed as YAML scalars so `n=2` is an int."""
     tree: dict[str, Any] = {}
@@ -97,7 +126,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"command line: '{item}' has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            if key in PATH_KEYS and not raw.lstrip().startswith("["):
+                value = raw
+            else:
+                value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         # a comma-separated value stays a string: list fields split it themselves

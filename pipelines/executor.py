@@ -220,9 +220,13 @@ class DaskPipelineExecutor(PipelineExecutor):
                 queue.add(future)
             for future in queue:
                 rank = in_flight.pop(future.key)
-                if future.status == "error":
-                    error = future.exception()
-                    failures[rank] = f"{type(error).__name__}: {error}"
+                if future.status != "finished":
+                    # "cancelled" counts too: a client that loses its scheduler cancels every future
+                    if future.status == "error":
+                        error = future.exception()
+                        failures[rank] = f"{type(error).__name__}: {error}"
+                    else:
+                        failures[rank] = f"task {future.status} before it finished"
                     logger.error(
                         f"{self.name}: rank {rank} failed ({failures[rank]}); "
                         f"log: {self.logging_dir.path}/logs/task_{rank:05d}.log"
@@ -241,6 +245,9 @@ class DaskPipelineExecutor(PipelineExecutor):
         finally:
             bar.close()
         stats = self.merge_stats()
+        for rank in self.get_incomplete_ranks(skip_completed=True):
+            # never run (fail_fast stopped the stage) or returned without marking itself complete
+            failures.setdefault(rank, "not complete: not run, or returned without its completion marker")
         self._summary(start, ran=len(ranks) - len(failures), skipped=skipped, failed=len(failures))
         if failures:
             raise RankFailed(self.name, failures, str(self.logging_dir.path))

@@ -43,10 +43,15 @@ NEW_INPUTS_LISTED = 100  # the summary lists at most this many new input paths (
 
 # -- identities ---------------------------------------------------------------------------------------------
 def config_hash(config: CorpusConfig) -> str:
-    """Hash of everything that changes the output (not where or how it is computed)."""
+    """Hash of everything that changes the output (not where, how, or how long it is kept).
+
+    `out` and `publish.retention` are left out: the same run resumed with OUT spelt differently, or with
+    another retention, is the same run.
+    """
     data = dump_config(config)
-    for volatile in ("cluster",):
+    for volatile in ("cluster", "out"):
         data.pop(volatile, None)
+    data.get("publish", {}).pop("retention", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -265,6 +265,11 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> str:
 def list_parquet(folder: str | os.PathLike) -> list[str]:
     """Complete Parquet files of a folder, sorted (hidden temp files never match `*.parquet`)."""
     fs, path = fsspec.core.url_to_fs(str(folder))
-    return sorted(
-        p for p in fs.glob(f"{path.rstrip('/')}/*.parquet") if not p.rsplit("/", 1)[-1].startswith(".")
+    path = path.rstrip("/")
+    if not fs.isdir(path):
+        return []
+    # listed, not globbed: a folder name with glob characters ("run[1]") must not read as a pattern
+    names = (
+        e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=True) if e["type"] == "file"
     )
+    return sorted(f"{path}/{n}" for n in names if n.endswith(".parquet") and not n.startswith("."))

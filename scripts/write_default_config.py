@@ -37,7 +37,8 @@ def render(model: BaseModel, indent: int = 0) -> list[str]:
     lines: list[str] = []
     pad = "  " * indent
     for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
+        # the declared default, not the validated value (validation anchors `out` at the current folder)
+        value = field.get_default(call_default_factory=True)
         if field.description:
             for part in textwrap.wrap(field.description, width=108 - len(pad)):
                 lines.append(f"{pad}# {part}")

@@ -37,6 +37,28 @@ def test_overrides_are_typed_and_nested():
     assert config.strict is True
 
 
+def test_out_is_absolute_and_path_overrides_stay_strings(tmp_path, monkeypatch):
+    """A relative OUT is anchored once: the journal and remote workers must not depend on a working folder."""
+    from pipelines.graph import config_hash
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, ["out=rel/out"]).out == tmp_path / "rel" / "out"
+    assert load_config(None, ["out=~/corpus"]).out == Path.home() / "corpus"
+    for name in ("2024-06-01", "on", "1"):  # YAML would read a date, a boolean, an integer
+        assert load_config(None, [f"out={name}"]).out == tmp_path / name
+    assert load_config(None, ["input=[a, b]"]).input == ["a", "b"]
+    # where OUT is and how many versions it keeps are not part of what a run computes
+    same = {config_hash(load_config(None, o)) for o in (["out=a"], ["out=b", "publish.retention=9"])}
+    assert len(same) == 1
+    assert config_hash(load_config(None, ["out=a", "dedup.enabled=false"])) not in same
+
+
+def test_address_cluster_needs_an_address():
+    with pytest.raises(ConfigError, match="cluster.kind=address needs cluster.address"):
+        load_config(None, ["cluster.kind=address"])
+    assert load_config(None, ["cluster.kind=address", "cluster.address=tcp://127.0.0.1:8786"])
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -206,6 +208,45 @@ def test_application_error_fails_rank_with_log_path(dask_client, tmp_path):
     assert f"{logs}/logs/task_00001.log" in str(info.value)
     assert "planted failure" in (logs / "logs" / "task_00001.log").read_text()
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00002"]
+
+
+class Sleep:
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        time.sleep(3)
+        yield from data
+
+
+def test_cancelled_ranks_fail_the_stage(dask_client, tmp_path):
+    """A client that loses its scheduler sees every future cancelled: that is a failure, never a success."""
+    from distributed import Future
+
+    write_inputs(tmp_path / "in", 2)
+    executor = DaskPipelineExecutor(
+        [JsonlReader(str(tmp_path / "in")), Sleep(), ParquetWriter(str(tmp_path / "out"))],
+        tasks=2,
+        logging_dir=str(tmp_path / "logs"),
+        client=dask_client,
+        progress=False,
+        name="cancelme",
+    )
+
+    def cancel_when_submitted():
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            keys = [k for k in list(dask_client.futures) if str(k).startswith("cancelme-rank")]
+            if len(keys) == 2:
+                time.sleep(0.5)
+                dask_client.cancel([Future(k, dask_client) for k in keys])
+                return
+            time.sleep(0.05)
+
+    canceller = threading.Thread(target=cancel_when_submitted)
+    canceller.start()
+    with pytest.raises(RankFailed) as info:
+        executor.run()
+    canceller.join()
+    assert info.value.failures.keys() == {0, 1}
+    assert "cancelled" in str(info.value)
 
 
 class KillWorkerOnce:

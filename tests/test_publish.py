@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -82,27 +81,58 @@ def test_lock_excludes_and_takes_over_stale(tmp_path):
     with RunLock(path, "refresh"), pytest.raises(LockHeld, match=rf"held by refresh \(pid {os.getpid()}"):
         RunLock(path, "refresh").acquire()
     assert not path.exists()
-    # a lock left by a process that is gone
+    # whatever a dead run left behind is taken over: its record, an empty file (killed between create and
+    # write), garbage, or a record naming a live but unrelated process (a reused pid)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    path.write_text(
-        json.dumps({"host": os.uname().nodename, "pid": dead.pid, "purpose": "refresh", "started": "x"})
-    )
-    with RunLock(path, "refresh") as lock:
-        assert lock.acquired
-        assert json.loads(path.read_text())["pid"] == os.getpid()
-    # a live holder on this host is respected
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        path.write_text(
-            json.dumps({"host": os.uname().nodename, "pid": live.pid, "purpose": "run", "started": "x"})
-        )
-        with pytest.raises(LockHeld, match=f"pid {live.pid}"):
-            RunLock(path, "refresh").acquire()
+        for left in (
+            json.dumps({"host": os.uname().nodename, "pid": dead.pid, "purpose": "refresh", "started": "x"}),
+            "",
+            "\x00garbage",
+            json.dumps({"host": os.uname().nodename, "pid": unrelated.pid, "purpose": "run", "started": "x"}),
+        ):
+            path.write_text(left)
+            with RunLock(path, "refresh") as lock:
+                assert lock.acquired
+                assert json.loads(path.read_text())["pid"] == os.getpid()
+            assert not path.exists()
     finally:
-        live.kill()
-        live.wait()
-    time.sleep(0.1)
+        unrelated.kill()
+        unrelated.wait()
+
+
+HOLD = """
+import os, sys, time
+from pathlib import Path
+from pipelines.publish.lock import RunLock
+lock = RunLock(Path(sys.argv[1]), "run")
+lock.acquire()
+if os.fork() == 0:  # a helper process forked while the lock is held (vLLM and Dask do this)
+    time.sleep(30)
+    os._exit(0)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+os._exit(0)  # dies without releasing, like a SIGKILL
+"""
+
+
+def test_lock_is_held_while_the_holder_lives_and_freed_when_it_dies(tmp_path):
+    path = tmp_path / "state" / "run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match=rf"held by run \(pid {holder.pid} on "):
+            RunLock(path, "refresh").acquire()
+        holder.wait(timeout=30)
+        # the holder is gone; its forked child still runs but must not keep the lock alive
+        with RunLock(path, "refresh") as lock:
+            assert lock.acquired
+    finally:
+        holder.kill()
+        holder.wait()
+        subprocess.run(["pkill", "-f", str(path)], check=False)
 
 
 def test_publish_drops_temp_entries_of_killed_writers(tmp_path):

@@ -44,6 +44,16 @@ def test_file_appears_only_when_complete(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "a.parquet"], "no temp file left"
 
 
+def test_list_parquet_takes_folder_names_literally(tmp_path):
+    folder = tmp_path / "run[1]" / "x"  # a glob would read "[1]" as a character class
+    folder.mkdir(parents=True)
+    for name in ("b.parquet", "a.parquet", ".c.parquet.tmp-1", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    (folder / "d.parquet").mkdir()
+    assert list_parquet(folder) == [f"{folder}/a.parquet", f"{folder}/b.parquet"]
+    assert list_parquet(tmp_path / "missing") == []
+
+
 def test_crash_leaves_nothing(tmp_path):
     with (
         pytest.raises(RuntimeError),
