@@ -62,6 +62,31 @@ def next_version_id(out: Path) -> str:
     return f"v{max(numbers, default=0) + 1}"
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in `path` durable (a rename is atomic at once, durable only after this)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: Path) -> None:
+    """fsync every file and folder of a staged version before it is renamed into place.
+
+    Why: a crash leaves the page cache to the kernel, but a power cut does not; without this, a version that
+    `latest` points at could come back with files whose data never reached the disk.
+    """
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
 def flip_latest(out: Path, version: str) -> None:
     """Point `OUT/latest` at `versions/<version>` with one atomic rename of a fresh symlink."""
     out = Path(out)
@@ -70,6 +95,7 @@ def flip_latest(out: Path, version: str) -> None:
         tmp.unlink()
     os.symlink(f"versions/{version}", tmp)
     os.replace(tmp, out / "latest")
+    fsync_dir(out)
 
 
 def purge_temp_entries(root: Path) -> list[str]:
@@ -110,8 +136,10 @@ def publish_folder(out: Path, staging: Path, meta: dict[str, Any], version: str 
     purge_temp_entries(staging)
     write_manifest(staging, meta)
     verify_version(staging)
+    sync_tree(staging)
     fault_point("publish_before_rename")
     os.rename(staging, target)  # same filesystem: atomic, and never onto an existing version
+    fsync_dir(target.parent)
     fault_point("publish_after_rename")
     flip_latest(out, version)
     fault_point("publish_after_flip")

@@ -257,8 +257,8 @@ def commit_state(store: StateStore, journal: dict[str, Any]) -> State:
     """Make the published batch of `journal` the store's current state (idempotent; see module docstring)."""
     commit, version, mode = journal["commit"], journal["version"], journal["mode"]
     current = store.load()
-    if current is not None and current.version == version:
-        return current  # already committed
+    if current is not None and current.version == version and current.run_id == journal["run_id"]:
+        return current  # already committed (a version id alone can repeat if versions were deleted by hand)
     base_version = commit.get("base_version")
     if mode == "refresh" and (current.version if current else None) != base_version:
         raise StateError(
