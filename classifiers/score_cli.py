@@ -3,8 +3,10 @@
     corpus score [--model DIR] --input IN.jsonl --output OUT.jsonl [--profile NAME]
 
 Writes `{"id", "prosocial", "<dimension>": p, ...}` per input line, in input order (the CLI contract in
-DESIGN.md), atomically. A line that is not JSON or lacks `text` is reported with its line number; it stops
-the run with --strict, otherwise it is counted, skipped and listed on stderr.
+DESIGN.md), atomically. A line that is not UTF-8, not JSON or lacks `text` is reported with its line number;
+it stops the run with --strict. Otherwise it still gets its output line, with null scores and an `error`, so
+output line N always answers input line N. Strings carrying lone surrogates (JSON escapes such as "\ud800",
+which fastText cannot take) are repaired with U+FFFD and counted.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from classifiers.bundle import BundleError, load_bundle
 from classifiers.profiles import ProfileError, load_profile
 
 BATCH = 2048
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,26 +39,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="stop at the first bad input line")
 
 
-def _read(path: str, strict: bool):
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115 (closed below)
+def _repair(value: object) -> tuple[object, bool]:
+    """A string that encodes to UTF-8 (lone surrogates become U+FFFD) and whether it needed repair."""
+    if not isinstance(value, str):
+        return value, False
     try:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        value.encode("utf-8")
+        return value, False
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", value), True
+
+
+def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
+    """(record, None) per good line; (None or a partial record, error) per bad one. Bytes are decoded per line,
+    so one undecodable line costs that line, not the file."""
+    handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
+    try:
+        for number, raw in enumerate(handle, start=1):
+            record = None
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    raise ValueError("blank line")
                 record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise ValueError("expected an object with a string 'text'")
-            except ValueError as exc:
+                if not isinstance(record, dict):
+                    raise ValueError("expected a JSON object")
+                if not isinstance(record.get("text"), str):
+                    raise ValueError("expected a string 'text'")
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 message = f"{path}: line {number}: {exc}"
                 if strict:
                     raise ValueError(message) from None
-                print(f"skipped: {message}", file=sys.stderr)
-                yield None
+                print(f"bad line: {message}", file=sys.stderr)
+                yield (record if isinstance(record, dict) else None), message
                 continue
-            yield record
+            yield record, None
     finally:
-        if handle is not sys.stdin:
+        if handle is not sys.stdin.buffer:
             handle.close()
 
 
@@ -79,31 +101,39 @@ def main(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
         out = os.fdopen(fd, "w", encoding="utf-8")
-    scored = skipped = 0
+    scored = bad = repaired = 0
 
-    def flush(batch: list[dict]) -> None:
+    def flush(batch: list[tuple[dict | None, str | None]]) -> None:
         nonlocal scored
-        if not batch:
-            return
-        scores = bundle.score([r["text"] for r in batch])
+        good = [record["text"] for record, error in batch if error is None]
+        scores = bundle.score(good)
         prosocial = profile.aggregate(scores)
-        for index, record in enumerate(batch):
-            row = {"id": record.get("id"), "prosocial": round(float(prosocial[index]), 6)}
-            row.update({d: round(float(scores[d][index]), 6) for d in bundle.dimensions})
+        index = 0
+        for record, error in batch:
+            row: dict = {"id": _repair(record.get("id"))[0] if record else None}
+            if error is None:
+                row["prosocial"] = round(float(prosocial[index]), 6)
+                row.update({d: round(float(scores[d][index]), 6) for d in bundle.dimensions})
+                index += 1
+            else:
+                row.update({"prosocial": None, **dict.fromkeys(bundle.dimensions), "error": error})
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        scored += len(batch)
+        scored += index
 
     try:
-        batch: list[dict] = []
-        for record in _read(args.input, args.strict):
-            if record is None:
-                skipped += 1
-                continue
-            batch.append(record)
+        batch: list[tuple[dict | None, str | None]] = []
+        for record, error in _read(args.input, args.strict):
+            if error is not None:
+                bad += 1
+            else:
+                record["text"], fixed = _repair(record["text"])
+                repaired += fixed
+            batch.append((record, error))
             if len(batch) >= BATCH:
                 flush(batch)
                 batch = []
-        flush(batch)
+        if batch:
+            flush(batch)
     except ValueError as exc:
         if tmp_name:
             out.close()
@@ -120,7 +150,8 @@ def main(args: argparse.Namespace) -> int:
         os.replace(tmp_name, args.output)
     print(
         f"scored {scored} texts with bundle {bundle.version}"
-        + (f", skipped {skipped} bad lines" if skipped else ""),
+        + (f"; {bad} bad lines written with null scores and an error" if bad else "")
+        + (f"; repaired invalid UTF-8 (lone surrogates) in {repaired} texts" if repaired else ""),
         file=sys.stderr,
     )
     return 0

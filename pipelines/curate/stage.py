@@ -45,7 +45,7 @@ def _scoring_available() -> bool:
 
 def preflight(config: CorpusConfig) -> None:
     """Fail in the first second, naming the key, on missing inputs, models, tokenizer or profile."""
-    from classifiers.langid import lid_model_path
+    from classifiers.langid import check_lid_model, lid_languages, lid_model_path
     from pipelines.curate.tokens import resolve_tokenizer
 
     if not config.input:
@@ -61,10 +61,18 @@ def preflight(config: CorpusConfig) -> None:
     if not config.curate.languages:
         raise ConfigError("curate.languages: expected at least one language code, e.g. [en]")
     try:
-        lid_model_path()
+        lid_path = lid_model_path()
+        check_lid_model(lid_path)
         resolve_tokenizer(config.curate.tokenizer)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    known = lid_languages(lid_path)
+    unknown = [code for code in config.curate.languages if code not in known]
+    if unknown:
+        raise ConfigError(
+            f"curate.languages: {unknown} are not language codes of {lid_path.name} "
+            "(expected lower-case codes such as en, de, fr, zh)"
+        )
     step, _dims, _version = _scorer_and_dimensions(config)
     if step is not None:
         from classifiers.bundle import BundleError, load_bundle

@@ -94,6 +94,15 @@ def test_hand_edited_manifest_and_other_normalisation_are_refused(tiny_bundle_pa
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="unreadable"):
         load_bundle(copy)
+    # without its sha256 a truncated model would reach fastText's C++ loader; the manifest must pin it
+    manifest["normalization_version"] = json.loads((tiny_bundle_path / "manifest.json").read_text())[
+        "normalization_version"
+    ]
+    del manifest["models"]["care"]["sha256"]
+    manifest["version"] = manifest_version(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"models.care needs 'file' and 'sha256'"):
+        load_bundle(copy)
 
 
 def test_shipped_default_bundle_loads_and_ranks():

@@ -165,6 +165,22 @@ def test_preflight_names_the_problem(tmp_path):
         preflight(load_config(None, [f"input={tmp_path / 'missing'}"]))
     with pytest.raises(ConfigError, match="curate.tokenizer"):
         preflight(load_config(None, [f"input={DEMO}", f"curate.tokenizer={tmp_path / 'none.json'}"]))
+    with pytest.raises(ConfigError, match=re.escape("curate.languages: ['EN', 'english'] are not language")):
+        preflight(load_config(None, [f"input={DEMO}", "curate.languages=[EN,english,de]"]))
+
+
+@pytest.mark.parametrize("keep", [900_000, 20, 0])
+def test_preflight_rejects_a_damaged_language_model(tmp_path, monkeypatch, keep):
+    """A truncated lid.176 crashes fastText's C++ loader in every worker; preflight names the file instead."""
+    from classifiers.langid import LID_MODEL
+    from pipelines.config import ConfigError, load_config
+    from pipelines.curate.stage import preflight
+
+    damaged = tmp_path / "lid.176.ftz"
+    damaged.write_bytes(LID_MODEL.read_bytes()[:keep])
+    monkeypatch.setenv("PROSOCIAL_LID_MODEL", str(damaged))
+    with pytest.raises(ConfigError, match=re.escape(str(damaged))):
+        preflight(load_config(None, [f"input={DEMO}"]))
 
 
 def test_scoring_adds_ps_columns(tmp_path, dask_client):
