@@ -306,7 +306,15 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
 
 def _check_index(index_dir: Path, cfg: DedupConfig) -> None:
     config_file = index_dir / INDEX_CONFIG
-    if config_file.is_file() and json.loads(config_file.read_text()) != _index_identity(cfg):
+    if not config_file.is_file():
+        return
+    try:
+        recorded = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DedupError(
+            f"{config_file}: unreadable ({exc}); the MinHash index cannot be trusted: run `corpus run` to rebuild it"
+        ) from None
+    if recorded != _index_identity(cfg):
         raise DedupError(
             f"{config_file}: the published MinHash index was built with other dedup settings "
             f"({config_file.read_text().strip()}); set the dedup section back or rebuild the index"

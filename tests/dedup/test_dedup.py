@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -122,6 +124,10 @@ def test_index_with_other_settings_is_refused(deduped, tmp_path):
     commit_index(result["index_dir"], index)
     with pytest.raises(DedupError, match="other dedup settings"):
         dedup_against_index(ctx2, tmp_path / "new", index_dir=index)
+    config_file = next(index.rglob("index_config.json"))
+    config_file.write_text("{truncated")
+    with pytest.raises(DedupError, match=f"{re.escape(str(config_file))}: unreadable"):
+        dedup_against_index(ctx, tmp_path / "new", index_dir=index)
 
 
 def test_missing_column_names_the_file(tmp_path, dask_client):
