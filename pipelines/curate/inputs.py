@@ -151,6 +151,25 @@ def change_marks(info: dict[str, Any]) -> tuple[str | None, str | None]:
     return (None if modified is None else str(modified)), (None if etag is None else str(etag).strip('"'))
 
 
+def _regular_file(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]) -> tuple[dict, str | None]:
+    """(info of the file a listed path reads, None) or (info, skip reason) for what is not a regular file.
+
+    Why: a local listing reports a broken symlink and a FIFO as size-0 "other" entries; opening the first
+    fails and opening the second blocks forever, so either would stop a rank. A symlink to a regular file is
+    an input like any other (its info is the target's).
+    """
+    if info.get("type", "file") == "file":
+        return info, None
+    if info.get("islink"):
+        try:
+            info = fs.info(path)  # follows the link
+        except OSError:
+            return info, "broken_link"
+        if info.get("type") == "file":
+            return info, None
+    return info, "not_regular_file"
+
+
 def discover(
     inputs: list[str], storage_options: dict[str, Any] | None = None
 ) -> tuple[list[InputFile], list[dict]]:
@@ -164,7 +183,7 @@ def discover(
         fs, root = fsspec.core.url_to_fs(pattern, **dict(storage_options or {}))
         if any(ch in root for ch in "*?["):
             matches = fs.glob(root, detail=True)
-            found = {p: info for p, info in matches.items() if info.get("type") == "file"}
+            found = {p: info for p, info in matches.items() if info.get("type") != "directory"}
             for p, info in matches.items():
                 if info.get("type") == "directory":
                     found.update(fs.find(p, detail=True))
@@ -183,19 +202,21 @@ def discover(
             url = _url(fs, path)
             if url in files:
                 continue
+            info, not_regular = _regular_file(fs, path, found[path])
+            if not_regular:
+                skipped.append({"path": url, "reason": not_regular})
+                continue
             detected = detect_format(path)
             if detected is None:
                 skipped.append({"path": url, "reason": "unsupported_format"})
                 continue
             fmt, compression = detected
             if fmt == "jsonl?":
-                if found[path].get("size", 0) and not _sniff_json_lines(fs, path):
+                if info.get("size", 0) and not _sniff_json_lines(fs, path):
                     skipped.append({"path": url, "reason": "json_not_json_lines"})
                     continue
                 fmt = "jsonl"
-            files[url] = InputFile(
-                url, int(found[path].get("size") or 0), fmt, compression, *change_marks(found[path])
-            )
+            files[url] = InputFile(url, int(info.get("size") or 0), fmt, compression, *change_marks(info))
     return [files[k] for k in sorted(files)], skipped
 
 

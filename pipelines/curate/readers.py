@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,12 +27,12 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
-from pipelines.curate.charset import decode_html, decode_utf8
+from pipelines.curate.charset import INVALID_UTF8, decode_html, decode_utf8
 from pipelines.curate.exclusions import exclusion_writer
 from pipelines.curate.http import HttpError, parse_response
 from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
-from pipelines.curate.streams import GzipMembers, find_gzip_member, find_warc_record
+from pipelines.curate.streams import GZIP_MAGIC, GzipMembers, find_gzip_member, find_warc_record
 
 HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml", "text/xml", ""}
 TEXT_TYPES = {"text/plain"}
@@ -39,6 +41,13 @@ _CANONICAL = re.compile(
     rb"""<link[^>]+rel=["']?canonical["']?[^>]*href=["']([^"'>\s]+)|<meta[^>]+property=["']og:url["'][^>]*content=["']([^"'>\s]+)""",
     re.IGNORECASE,
 )
+# Lone UTF-16 surrogates: JSON `\ud800` escapes decode to them, and no UTF-8 writer downstream accepts them.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_CHUNK = 1 << 16
+# zstd input fed at a time: decompressobj has no output limit, and 1 KB expands to at most about 32 MB.
+_ZSTD_FEED = 1 << 10
+# Opening a unit's file fails like this when it was deleted, made unreadable or replaced since planning.
+_UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class BadInputError(ValueError):
@@ -68,6 +77,126 @@ def _first_date(record: dict[str, Any], fields: list[str]) -> str | None:
         if value is not None and value != "":
             return value.isoformat() if hasattr(value, "isoformat") else str(value)
     return None
+
+
+def _without_surrogates(value: str) -> str:
+    """`value` with each lone surrogate replaced by U+FFFD (a well-formed pair becomes its character)."""
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _parquet_rows(batch: Any) -> list[tuple[dict[str, Any], bool]]:
+    """The rows of an Arrow batch, each with whether invalid UTF-8 in it was replaced by U+FFFD.
+
+    Why: writers that skip validation can store invalid UTF-8 in a Parquet string column, and Arrow raises
+    on converting it; top-level string columns are then decoded the way JSON Lines are.
+    """
+    import pyarrow as pa
+
+    try:
+        return [(row, False) for row in batch.to_pylist()]
+    except UnicodeDecodeError:
+        as_bytes = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}
+        strings = {field.name for field in batch.schema if field.type in as_bytes}
+        columns = [col.view(as_bytes.get(col.type, col.type)) for col in batch.columns]
+        rows = []
+        for row in pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pylist():
+            problems = set()
+            for name in strings & row.keys():
+                if row[name] is not None:
+                    row[name], problem = decode_utf8(row[name])
+                    problems.add(problem)
+            rows.append((row, INVALID_UTF8 in problems))
+        return rows
+
+
+def _gunzip(raw: Any, limit: int) -> tuple[bytes, str | None, str | None]:
+    """Up to `limit` + 1 decompressed bytes of a gzip file of one or more members: (data, reason, what).
+
+    reason is None, "truncated_gzip" (the file ends inside a member), "corrupt_compressed" (not gzip, or a
+    member is not valid deflate data; `data` is incomplete) or "corrupt_gzip" (bytes after the last complete
+    member are not gzip data; `data` is whole). Why not gzip.GzipFile: it raises on junk after the last
+    member and so loses the intact page before it.
+    """
+    out, member, data, members = bytearray(), None, b"", 0
+    while len(out) <= limit:
+        if len(data) < len(GZIP_MAGIC):
+            data += raw.read(_CHUNK)
+        if member is None:  # at a member boundary
+            if not members and not data.startswith(GZIP_MAGIC):
+                return bytes(out), "corrupt_compressed", "not gzip data"
+            if not data.startswith(GZIP_MAGIC):
+                while data and not data.strip(b"\x00"):  # some writers pad with NULs
+                    data = raw.read(_CHUNK)
+                if data:
+                    return bytes(out), "corrupt_gzip", "bytes after the last gzip member are not gzip data"
+                return bytes(out), None, None
+            member, members = zlib.decompressobj(31), members + 1
+        elif not data:
+            return bytes(out), "truncated_gzip", "gzip stream ends inside a member (truncated file)"
+        try:
+            out += member.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            return bytes(out), "corrupt_compressed", f"invalid gzip data ({exc})"
+        data, member = (member.unused_data, None) if member.eof else (member.unconsumed_tail, member)
+    return bytes(out), None, None
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of a file of zstd frames; every byte decoded is returned before an error is raised.
+
+    Why not ZstdDecompressor.stream_reader: a file cut inside a frame just ends there (no error, the tail
+    vanishes and a tiny file looks empty), and on junk after the last frame it raises without returning the
+    output decoded from the same chunk, losing the last records. Here a cut frame raises EOFError and junk
+    raises ZstdError, each only once all the output before it has been read.
+    """
+
+    def __init__(self, raw: Any):
+        import zstandard
+
+        super().__init__()
+        self._raw = raw
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame: Any = None  # decompressor of the current frame; None between frames
+        self._out = b""
+        self._pos = 0
+        self._error: Exception | None = None
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        import zstandard
+
+        data, out = self._raw.read(_ZSTD_FEED), []
+        if not data:
+            self._done = True
+            if self._frame is not None:
+                self._error = EOFError("zstd stream ends inside a frame (truncated file)")
+        try:
+            while data:
+                if self._frame is None:
+                    self._frame = self._new_frame()
+                out.append(self._frame.decompress(data))
+                data = b""
+                if self._frame.eof:
+                    data, self._frame = self._frame.unused_data, None
+        except zstandard.ZstdError as exc:
+            self._error, self._done = exc, True
+        self._out, self._pos = b"".join(out), 0
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos >= len(self._out) and not self._done:
+            self._fill()
+        if self._pos >= len(self._out):
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            return 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = memoryview(self._out)[self._pos : self._pos + n]
+        self._pos += n
+        return n
 
 
 def _canonical_url(data: bytes) -> str | None:
@@ -123,6 +252,15 @@ class CurateReader(PipelineStep):
         self.stat_update(f"repaired_{reason}")
         if self.strict:
             self._fail(path, offset, what)
+
+    def _open(self, unit: WorkUnit) -> Any | None:
+        """The unit's file opened for binary reading, or None after a file error (instead of a failed rank)."""
+        fs, path = fsspec.core.url_to_fs(unit.path)
+        try:
+            return fs.open(path, "rb")
+        except _UNREADABLE as exc:
+            self._file_error("unreadable", unit.path, None, f"cannot open ({exc})")
+            return None
 
     def _doc(
         self, text: str, path: str, offset: int, kind: str, url: str | None, date: str | None, size: int
@@ -276,26 +414,22 @@ class CurateReader(PipelineStep):
         if unit.compression == "gzip":
             return gzip.GzipFile(fileobj=raw)
         if unit.compression == "zstd":
-            import zstandard
-
-            return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            return io.BufferedReader(_ZstdFrames(raw))
         return raw
 
     def _read_jsonl(self, unit: WorkUnit) -> Iterator[Document]:
-        fs, path = fsspec.core.url_to_fs(unit.path)
         limit = self.settings.max_document_bytes
-        with fs.open(path, "rb") as raw:
+        raw = self._open(unit)
+        if raw is None:
+            return
+        with raw:
             offset = 0
             if unit.split and unit.start > 0:
                 raw.seek(unit.start - 1)
                 raw.readline()  # finish the line the previous unit owns
                 offset = raw.tell()
             stream = self._open_lines(raw, unit)
-            if unit.compression == "zstd":
-                import io
-
-                stream = io.BufferedReader(stream)
-            lines = 0
+            lines, failed = 0, False
             while not (unit.split and offset >= unit.end):
                 size = 0
                 try:
@@ -306,11 +440,16 @@ class CurateReader(PipelineStep):
                             line = stream.readline(1 << 20)
                             size += len(line)
                 except EOFError as exc:
+                    failed = True
                     self._file_error(
-                        "truncated_gzip", unit.path, offset, f"compressed stream ends early ({exc})"
+                        f"truncated_{unit.compression}",
+                        unit.path,
+                        offset,
+                        f"compressed stream ends early ({exc})",
                     )
                     break
                 except Exception as exc:  # zlib/zstd errors, unreadable stream
+                    failed = True
                     self._file_error("corrupt_compressed", unit.path, offset, f"cannot decompress ({exc})")
                     break
                 if size:
@@ -329,13 +468,15 @@ class CurateReader(PipelineStep):
                 doc = self._json_line(line, unit.path, line_offset)
                 if doc is not None:
                     yield doc
-            if lines == 0 and not unit.split and offset == 0:
+            if lines == 0 and not unit.split and offset == 0 and not failed:
                 self._file_error("empty_file", unit.path, 0, "empty file (expected JSON Lines)")
 
     def _json_line(self, line: bytes, path: str, offset: int) -> Document | None:
         text_line, problem = decode_utf8(line)
         if problem:
             self._repaired(problem, path, offset, "line is not valid UTF-8 (bytes replaced by U+FFFD)")
+        if offset == 0:
+            text_line = text_line.removeprefix("\ufeff")  # a byte order mark opens some files
         try:
             record = json.loads(text_line)
         except ValueError as exc:
@@ -366,6 +507,10 @@ class CurateReader(PipelineStep):
             return None
         url = _first_url(record, self.settings.url_fields)
         date = _first_date(record, self.settings.date_fields)
+        if any(_SURROGATE.search(value) for value in (text, url, date) if value):
+            # keep the record: the language filter and the Parquet writer would fail on the whole rank
+            text, url, date = (_without_surrogates(v) if v else v for v in (text, url, date))
+            self._repaired(INVALID_UTF8, path, offset, "lone surrogate escapes (replaced by U+FFFD)")
         return self._doc(text, path, offset, "text", url, date, size)
 
     # -- Parquet ------------------------------------------------------------------------------------------
@@ -373,11 +518,13 @@ class CurateReader(PipelineStep):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        fs, path = fsspec.core.url_to_fs(unit.path)
         if unit.size == 0:
             self._file_error("empty_file", unit.path, 0, "empty file (expected Parquet)")
             return
-        with fs.open(path, "rb") as handle:
+        handle = self._open(unit)
+        if handle is None:
+            return
+        with handle:
             try:
                 parquet = pq.ParquetFile(handle)
             except Exception as exc:
@@ -415,21 +562,35 @@ class CurateReader(PipelineStep):
             }
             columns = [name for name in schema.names if name in wanted]
             row = first_row
-            for batch in parquet.iter_batches(batch_size=256, row_groups=groups, columns=columns):
-                for record in batch.to_pylist():
-                    doc = self._record_doc(
-                        record,
-                        unit.path,
-                        row,
-                        len(record.get(root) or "") if isinstance(record.get(root), str) else 0,
-                    )
-                    row += 1
-                    if doc is not None:
-                        yield doc
+            for group in groups:  # one at a time: a corrupt page loses only the rest of its row group
+                left = meta.row_group(group).num_rows
+                batches = parquet.iter_batches(batch_size=256, row_groups=[group], columns=columns)
+                while left:
+                    try:
+                        records = _parquet_rows(next(batches))
+                    except Exception as exc:  # corrupt page or compression, invalid UTF-8, short file
+                        what = f"cannot read row group {group} ({exc or type(exc).__name__})"
+                        self._file_error("corrupt_parquet", unit.path, row, what)
+                        self._drop("corrupt_parquet", unit.path, row, what, count=left)
+                        row += left
+                        break
+                    for record, repaired in records:
+                        if repaired:
+                            what = "string column is not valid UTF-8 (bytes replaced by U+FFFD)"
+                            self._repaired(INVALID_UTF8, unit.path, row, what)
+                        doc = self._record_doc(
+                            record,
+                            unit.path,
+                            row,
+                            len(record.get(root) or "") if isinstance(record.get(root), str) else 0,
+                        )
+                        row += 1
+                        left -= 1
+                        if doc is not None:
+                            yield doc
 
     # -- HTML files ---------------------------------------------------------------------------------------
     def _read_html(self, unit: WorkUnit) -> Iterator[Document]:
-        fs, path = fsspec.core.url_to_fs(unit.path)
         limit = self.settings.max_document_bytes
         if unit.size == 0:
             self._file_error("empty_file", unit.path, 0, "empty file (expected HTML)")
@@ -437,15 +598,19 @@ class CurateReader(PipelineStep):
         if unit.compression is None and unit.size > limit:
             self._drop("too_large", unit.path, 0, f"file of {unit.size} bytes > read.max_document_bytes")
             return
-        try:
-            with fs.open(path, "rb", compression=unit.compression) as f:
-                data = f.read(limit + 1)
-        except EOFError as exc:
-            self._drop("truncated", unit.path, 0, f"truncated gzip ({exc})")
-            self._file_error("truncated_gzip", unit.path, 0, f"gzip stream ends early ({exc})")
+        raw = self._open(unit)
+        if raw is None:
             return
-        except Exception as exc:
-            self._file_error("corrupt_compressed", unit.path, 0, f"cannot read ({exc})")
+        with raw:
+            if unit.compression == "gzip":
+                data, problem, what = _gunzip(raw, limit)
+            else:
+                data, problem, what = raw.read(limit + 1), None, None
+        if problem == "truncated_gzip":
+            self._drop("truncated", unit.path, 0, what)
+        if problem:
+            self._file_error(problem, unit.path, 0, what)
+        if problem in ("truncated_gzip", "corrupt_compressed"):
             return
         if len(data) > limit:
             self._drop("too_large", unit.path, 0, f"document > read.max_document_bytes ({limit})")

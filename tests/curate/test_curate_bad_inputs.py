@@ -1,7 +1,8 @@
 """Every bad-input case of issue 3, with fixtures made here: counted by reason (run goes on), or strict fails fast.
 
-Cases: truncated gzip, invalid JSON lines, non-UTF-8 bytes and mislabelled charsets, empty files, a 50 MB
-single document, a WARC record with no HTTP payload, a Parquet file with the wrong schema.
+Cases: truncated gzip and zstd, junk after compressed data, invalid JSON lines, a byte order mark, non-UTF-8
+bytes, lone surrogate escapes and mislabelled charsets, empty files, files gone since planning, a 50 MB single
+document, a WARC record with no HTTP payload, a Parquet file with the wrong schema or a corrupt page.
 """
 
 from __future__ import annotations
@@ -76,6 +77,42 @@ def test_truncated_html_gzip(tmp_path):
     assert docs == [] and c["dropped_truncated"] == 1 and c["file_error_truncated_gzip"] == 1
 
 
+def test_truncated_jsonl_zstd(tmp_path):
+    rows = [{"text": f"{prose(i)} {i}"} for i in range(2000)]
+    path = _truncate(write_jsonl(tmp_path / "cut.jsonl.zst", rows), 0.6)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["file_error_truncated_zstd"] == 1 and "dropped_invalid_json" not in c
+    assert 0 < len(docs) < 2000 and [d.text for d in docs] == [r["text"] for r in rows[: len(docs)]]
+    tiny = _truncate(write_jsonl(tmp_path / "tiny.jsonl.zst", [{"text": prose(1)}]), 0.5)
+    docs, reader = read_reader([tiny])
+    c = counters(reader)
+    assert docs == [] and c["file_error_truncated_zstd"] == 1 and "file_error_empty_file" not in c
+
+
+def test_junk_after_jsonl_zstd_keeps_every_record(tmp_path):
+    import zstandard
+
+    rows = [{"text": f"{prose(i)} {i}"} for i in range(300)]
+    frames = [zstandard.ZstdCompressor().compress((json.dumps(r) + "\n").encode()) for r in rows]
+    path = tmp_path / "junk.jsonl.zst"
+    path.write_bytes(b"".join(frames) + b"garbage!!")
+    docs, reader = read_reader([path])
+    assert len(docs) == 300 and counters(reader)["file_error_corrupt_compressed"] == 1
+
+
+def test_junk_after_html_gzip_keeps_the_page(tmp_path):
+    page = html_page(prose(1)).encode()
+    path = tmp_path / "page.html.gz"
+    path.write_bytes(gzip.compress(page) + b"junkjunk")
+    docs, reader = read_reader([path])
+    assert [d.text for d in docs] == [page.decode()] and counters(reader)["file_error_corrupt_gzip"] == 1
+    path.write_bytes(gzip.compress(page[:100]) + gzip.compress(page[100:]) + b"\0" * 8)
+    docs, reader = read_reader([path])
+    assert [d.text for d in docs] == [page.decode()], "several members and NUL padding are fine"
+    assert not any(k.startswith("file_error_") for k in counters(reader))
+
+
 # -- invalid JSON lines ----------------------------------------------------------------------------------------
 def test_invalid_json_lines_are_counted(tmp_path):
     path = write_jsonl(
@@ -96,6 +133,13 @@ def test_invalid_json_lines_are_counted(tmp_path):
     assert c["documents_in"] == 6
 
 
+def test_byte_order_mark_opening_jsonl(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + write_jsonl(path, [{"text": prose(i)} for i in range(3)]).read_bytes())
+    docs, reader = read_reader([path])
+    assert [d.text for d in docs] == [prose(i) for i in range(3)] and counters(reader)["documents_in"] == 3
+
+
 # -- non-UTF-8 bytes and mislabelled charsets ------------------------------------------------------------------
 def test_non_utf8_bytes_in_jsonl_are_replaced_and_counted(tmp_path):
     line = b'{"text": "Caf\xe9 au lait ' + prose(3).replace("\n", " ").encode() + b'"}'
@@ -103,6 +147,27 @@ def test_non_utf8_bytes_in_jsonl_are_replaced_and_counted(tmp_path):
     docs, reader = read_reader([path])
     assert counters(reader)["repaired_invalid_utf8"] == 1
     assert len(docs) == 1 and docs[0].text.startswith("Caf\ufffd au lait")
+
+
+def test_lone_surrogate_escapes_are_replaced_and_counted(tmp_path):
+    """`\\ud800` is valid JSON but not encodable text: fastText and the Parquet writer would fail the rank."""
+    good = {"text": prose(1), "url": "https://e.org/1"}
+    bad = {"text": prose(2) + " \ud800 end", "url": "https://e.org/\udc00", "date": "2024\ud83d\ude00"}
+    path = write_jsonl(tmp_path / "s.jsonl", [json.dumps(good), json.dumps(bad)])  # ASCII escapes
+    docs, reader = read_reader([path])
+    assert len(docs) == 2 and counters(reader)["repaired_invalid_utf8"] == 1
+    text, url, date = docs[1].text, docs[1].metadata["url"], docs[1].metadata["crawl_date"]
+    assert text.endswith(" \ufffd end") and url == "https://e.org/\ufffd" and date == "2024😀"
+    assert all(f"{d.text}{d.metadata['url']}{d.metadata['crawl_date']}".encode() for d in docs)
+
+
+def test_invalid_utf8_in_parquet_strings_is_replaced_and_counted(tmp_path):
+    values = [prose(1).encode(), b"Caf\xe9 " + prose(2).encode()]
+    table = pa.table({"text": pa.array(values, pa.binary()).view(pa.string())})  # unvalidated writer
+    pq.write_table(table, tmp_path / "bad.parquet")
+    docs, reader = read_reader([tmp_path / "bad.parquet"])
+    assert len(docs) == 2 and docs[1].text.startswith("Caf\ufffd ")
+    assert counters(reader)["repaired_invalid_utf8"] == 1
 
 
 @pytest.mark.parametrize(
@@ -136,6 +201,28 @@ def test_empty_files(tmp_path, name):
     docs, reader = read_reader([path])
     c = counters(reader)
     assert docs == [] and c["file_error_empty_file"] == 1 and c.get("documents_in", 0) == 0
+
+
+@pytest.mark.parametrize("name", ["g.jsonl", "g.jsonl.gz", "g.parquet", "g.html"])
+def test_file_gone_since_planning_is_a_file_error(tmp_path, name):
+    """Deleted, made unreadable or turned into a broken link after the plan: counted, and the rank goes on."""
+    from pipelines.curate.inputs import make_plan
+    from pipelines.curate.readers import CurateReader
+    from pipelines.curate.settings import ReadSettings
+
+    gone = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({"text": [prose(1)]}), gone)
+    elif name.endswith(".html"):
+        gone.write_text(html_page(prose(1)))
+    else:
+        write_jsonl(gone, [{"text": prose(1)}])
+    write_jsonl(tmp_path / "kept.jsonl", [{"text": prose(2)}])
+    plan = make_plan([str(tmp_path)], tasks=1, workers=1, split_bytes=1 << 20, min_split_bytes=1 << 12)
+    gone.unlink()
+    reader = CurateReader(plan, ReadSettings())
+    docs = list(reader.run(None, 0, 1))
+    assert [d.text for d in docs] == [prose(2)] and counters(reader)["file_error_unreadable"] == 1
 
 
 # -- a 50 MB single document -----------------------------------------------------------------------------------
@@ -209,6 +296,20 @@ def test_parquet_wrong_schema_counts_every_row(tmp_path):
     assert len(docs) == 1
     assert c["dropped_wrong_schema"] == 5 and c["file_error_wrong_schema"] == 2
     assert c["file_error_unreadable_parquet"] == 1
+
+
+def test_corrupt_parquet_page_loses_only_its_row_group(tmp_path):
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": [prose(i) for i in range(2000)]}), path, row_group_size=500)
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 200):  # inside the second row group's data page
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert c["file_error_corrupt_parquet"] == 1 and c["dropped_corrupt_parquet"] == 500
+    assert len(docs) == 1500 and c["documents_in"] == 2000
+    assert [d.metadata["source_offset"] for d in docs] == [*range(500), *range(1000, 2000)]
 
 
 # -- strict mode: fail fast naming file and offset -------------------------------------------------------------

@@ -52,6 +52,24 @@ def test_discover_folders_globs_and_skips(tmp_path):
         discover([str(tmp_path / "*.warc")])
 
 
+def test_discover_skips_what_is_not_a_regular_file(tmp_path):
+    """A broken symlink would fail to open and a FIFO would block the rank forever; a good symlink is read."""
+    import os
+
+    write_jsonl(tmp_path / "in" / "ok.jsonl", [{"text": "x"}])
+    os.symlink(tmp_path / "nowhere.jsonl", tmp_path / "in" / "broken.jsonl")
+    os.mkfifo(tmp_path / "in" / "fifo.jsonl")
+    os.symlink(tmp_path / "in" / "ok.jsonl", tmp_path / "in" / "link.jsonl")
+    for pattern in ["in", "in/*.jsonl"]:
+        files, skipped = discover([str(tmp_path / pattern)])
+        assert sorted(f.path.rsplit("/", 1)[-1] for f in files) == ["link.jsonl", "ok.jsonl"]
+        assert all(f.size > 0 for f in files)
+        reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in skipped}
+        assert reasons == {"broken.jsonl": "broken_link", "fifo.jsonl": "not_regular_file"}
+    docs, _ = read_reader([tmp_path / "in"])
+    assert len(docs) == 2
+
+
 def test_two_big_files_feed_eight_workers(tmp_path):
     """Splitting: two files, eight workers -> at least eight units and ranks, none overlapping."""
     a = html_warc(tmp_path / "a.warc.gz", 40)
