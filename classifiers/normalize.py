@@ -42,6 +42,20 @@ _DIGITS = re.compile(r"[1-9]")
 _LABEL = "__label__"
 
 
+# Lone UTF-16 surrogates: JSON `\ud800` escapes decode to them, and neither fastText nor any UTF-8 writer
+# accepts them. Readers and `corpus score` repair them rather than lose the document.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def has_lone_surrogates(value: str) -> bool:
+    return _SURROGATE.search(value) is not None
+
+
+def without_surrogates(value: str) -> str:
+    """`value` with each lone surrogate replaced by U+FFFD (a well-formed pair becomes its character)."""
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def normalize(text: str) -> str:
     """One line of normalised, space-separated tokens (may be empty)."""
     return " ".join(normalize_tokens(text))

@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from classifiers.bundle import BundleError, load_bundle
+from classifiers.normalize import has_lone_surrogates, without_surrogates
 from classifiers.profiles import ProfileError, load_profile
 
 BATCH = 2048
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _repair(value: object) -> tuple[object, bool]:
     """A string that encodes to UTF-8 (lone surrogates become U+FFFD) and whether it needed repair."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not has_lone_surrogates(value):
         return value, False
-    try:
-        value.encode("utf-8")
-        return value, False
-    except UnicodeEncodeError:
-        return _SURROGATES.sub("\ufffd", value), True
+    return without_surrogates(value), True
 
 
 def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:

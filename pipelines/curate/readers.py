@@ -27,6 +27,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
+from classifiers.normalize import has_lone_surrogates, without_surrogates
 from pipelines.curate.charset import INVALID_UTF8, decode_html, decode_utf8
 from pipelines.curate.exclusions import exclusion_writer
 from pipelines.curate.http import HttpError, parse_response
@@ -41,8 +42,6 @@ _CANONICAL = re.compile(
     rb"""<link[^>]+rel=["']?canonical["']?[^>]*href=["']([^"'>\s]+)|<meta[^>]+property=["']og:url["'][^>]*content=["']([^"'>\s]+)""",
     re.IGNORECASE,
 )
-# Lone UTF-16 surrogates: JSON `\ud800` escapes decode to them, and no UTF-8 writer downstream accepts them.
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CHUNK = 1 << 16
 # zstd input fed at a time: decompressobj has no output limit, and 1 KB expands to at most about 32 MB.
 _ZSTD_FEED = 1 << 10
@@ -77,11 +76,6 @@ def _first_date(record: dict[str, Any], fields: list[str]) -> str | None:
         if value is not None and value != "":
             return value.isoformat() if hasattr(value, "isoformat") else str(value)
     return None
-
-
-def _without_surrogates(value: str) -> str:
-    """`value` with each lone surrogate replaced by U+FFFD (a well-formed pair becomes its character)."""
-    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _parquet_rows(batch: Any) -> list[tuple[dict[str, Any], bool]]:
@@ -507,9 +501,9 @@ class CurateReader(PipelineStep):
             return None
         url = _first_url(record, self.settings.url_fields)
         date = _first_date(record, self.settings.date_fields)
-        if any(_SURROGATE.search(value) for value in (text, url, date) if value):
+        if any(has_lone_surrogates(value) for value in (text, url, date) if value):
             # keep the record: the language filter and the Parquet writer would fail on the whole rank
-            text, url, date = (_without_surrogates(v) if v else v for v in (text, url, date))
+            text, url, date = (without_surrogates(v) if v else v for v in (text, url, date))
             self._repaired(INVALID_UTF8, path, offset, "lone surrogate escapes (replaced by U+FFFD)")
         return self._doc(text, path, offset, "text", url, date, size)
 
