@@ -159,8 +159,49 @@ def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int
     return None
 
 
+def warc_record_end(raw: BinaryIO, offset: int) -> int | None:
+    """End offset (after the block's CRLFCRLF) of the uncompressed record whose header is at `offset`, or None.
+
+    None when there is no parseable header there: no `WARC/1.x` line, no blank line ending the header within
+    64 KB, or a Content-Length that is missing, negative or not a number.
+    """
+    raw.seek(offset)
+    head = raw.read(_CHUNK)
+    stop = head.find(b"\r\n\r\n")
+    if not head.startswith(b"WARC/1.") or stop == -1:
+        return None
+    for line in head[:stop].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or len(value) > 15:  # over 1 PB is a broken length, not a record
+                return None
+            return offset + stop + 4 + int(value) + 4
+    return None
+
+
+def is_warc_record(raw: BinaryIO, offset: int) -> bool:
+    """True when a parseable header starts at `offset` and its Content-Length lands on another header or EOF.
+
+    `\nWARC/1.` alone is not a boundary: a page that quotes a WARC record has one inside its payload. The
+    quoted header's length leads into the rest of that payload, not to the next record.
+    """
+    end = warc_record_end(raw, offset)
+    if end is None:
+        return False
+    raw.seek(end - 4)
+    tail = raw.read(64)
+    if len(tail) < 4:  # the file ends inside the record: a truncated last record (the reader counts it)
+        return True
+    if not tail.startswith(b"\r\n\r\n"):
+        return False
+    rest = tail[4:].lstrip(b"\r\n")  # some writers add blank lines between records
+    return rest.startswith(b"WARC/1.") if rest else len(tail) < 64
+
+
 def find_warc_record(raw: BinaryIO, start: int) -> int | None:
-    """Offset of the first uncompressed WARC record header (`WARC/1.x` at a line start) at or after `start`."""
+    """Offset of the first uncompressed WARC record (a valid `WARC/1.x` header at a line start) at or after
+    `start`; candidates inside payloads are rejected by `is_warc_record`."""
     if start == 0:
         return 0
     pos = start - 1  # the header may begin exactly at `start`, right after a newline
@@ -168,8 +209,10 @@ def find_warc_record(raw: BinaryIO, start: int) -> int | None:
     window = raw.read(_CHUNK * 4)
     while len(window) > 8:
         i = window.find(b"\nWARC/1.")
-        if i != -1:
-            return pos + i + 1
+        while i != -1:
+            if is_warc_record(raw, pos + i + 1):
+                return pos + i + 1
+            i = window.find(b"\nWARC/1.", i + 1)
         pos += len(window) - 8
         raw.seek(pos)
         window = raw.read(_CHUNK * 4)
