@@ -23,8 +23,9 @@ class GzipMembers(io.RawIOBase):
     """Decompressed view of a multi-member gzip file from compressed offset `start`.
 
     Reading stops at the first member that starts at or after `stop` (None: end of file). Afterwards
-    `truncated` is True when the file ended inside a member, and `corrupt` holds a message when bytes that
-    are not gzip follow a member; `error_offset` is the compressed offset of the problem.
+    `truncated` is True when the file ended inside a member, and `corrupt` holds a message when a member
+    cannot be decompressed (`bad_member` is then True) or bytes that are not gzip follow a member;
+    `error_offset` is the compressed offset of the problem. The reader resumes at the next member.
     """
 
     def __init__(self, raw: BinaryIO, start: int = 0, stop: int | None = None):
@@ -36,6 +37,7 @@ class GzipMembers(io.RawIOBase):
         self.pos_out = 0  # decompressed bytes produced so far
         self.truncated = False
         self.corrupt: str | None = None
+        self.bad_member = False
         self.error_offset: int | None = None
         self._member_out: list[int] = []  # decompressed offset where each member starts
         self._member_in: list[int] = []  # its compressed offset
@@ -94,6 +96,7 @@ class GzipMembers(io.RawIOBase):
                 out = self._decomp.decompress(data)
             except zlib.error as exc:
                 self.corrupt = f"invalid gzip data ({exc})"
+                self.bad_member = True
                 self.error_offset = self._member_in[-1]
                 self._done = True
                 return
@@ -114,7 +117,7 @@ class GzipMembers(io.RawIOBase):
 
     def _pending_garbage(self) -> None:
         if self._pending.strip(b"\x00"):  # some writers pad with NULs
-            self.corrupt = "bytes after the last gzip member are not gzip data"
+            self.corrupt = "bytes after a gzip member are not gzip data"
             self.error_offset = self.pos_in
         self._done = True
 

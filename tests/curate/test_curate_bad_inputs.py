@@ -76,6 +76,68 @@ def test_truncated_html_gzip(tmp_path):
     assert docs == [] and c["dropped_truncated"] == 1 and c["file_error_truncated_gzip"] == 1
 
 
+# -- corrupt WARC: only the bad member or record is lost --------------------------------------------------------
+def _responses(n: int) -> list[bytes]:
+    return [
+        warc_record(http_response(html_page(prose(i)).encode()), url=f"https://e.org/{i}") for i in range(n)
+    ]
+
+
+def test_corrupt_gzip_member_loses_only_itself(tmp_path):
+    members = [gzip.compress(r, mtime=0) for r in _responses(10)]
+    bad = bytearray(members[2])
+    for i in range(40, 80):
+        bad[i] ^= 0xFF
+    members[2] = bytes(bad)
+    path = tmp_path / "c.warc.gz"
+    path.write_bytes(b"".join(members))
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 9 and "https://e.org/2" not in {d.metadata["url"] for d in docs}
+    assert c["dropped_corrupt_gzip"] == 1 and c["file_error_corrupt_gzip"] == 1 and c["documents_in"] == 10
+    with pytest.raises(BadInputError, match=f"{path} at offset {len(members[0]) + len(members[1])}:"):
+        read_reader([path], strict=True)
+
+
+@pytest.mark.parametrize("name", ["bad.warc", "bad.warc.gz"])
+@pytest.mark.parametrize("length", [None, "abc", "-5"])
+def test_invalid_content_length_loses_only_its_record(tmp_path, name, length):
+    good = _responses(3)
+    head, _, rest = good[1].partition(b"Content-Length: ")
+    rest = rest.split(b"\r\n", 1)[1]
+    good[1] = head + (f"Content-Length: {length}\r\n".encode() if length else b"") + rest
+    path = write_warc(tmp_path / name, good)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert [d.metadata["url"] for d in docs] == ["https://e.org/0", "https://e.org/2"]
+    assert c["dropped_corrupt_warc"] == 1 and c["documents_in"] == 3
+    offset = len(gzip.compress(good[0], mtime=0)) if name.endswith(".gz") else len(good[0])
+    with pytest.raises(BadInputError, match=f"{path} at offset {offset}: invalid WARC Content-Length"):
+        read_reader([path], strict=True)
+
+
+@pytest.mark.parametrize("name", ["junk.warc", "junk.warc.gz"])
+def test_unparseable_bytes_between_warc_records_are_skipped(tmp_path, name):
+    good = _responses(4)
+    path = write_warc(tmp_path / name, [*good[:2], b"NOT A WARC HEADER\r\n\r\n", *good[2:]])
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 4 and c["file_error_corrupt_warc"] == 1 and c["documents_in"] == 4
+
+
+@pytest.mark.parametrize("name", ["s.warc", "s.warc.gz"])
+def test_split_units_count_each_bad_warc_record_once(tmp_path, name):
+    """A bad record next to a unit boundary is read by the unit before it, and counted once."""
+    records = _responses(40)
+    for i in (5, 17, 29):
+        records[i] = records[i].replace(b"Content-Length: ", b"Content-Length: x", 1)
+    path = write_warc(tmp_path / name, records)
+    for split in (1 << 30, 1 << 12):
+        docs, reader = read_reader([path], split_bytes=split, tasks=0)
+        c = counters(reader)
+        assert len(docs) == 37 and c["dropped_corrupt_warc"] == 3 and c["documents_in"] == 40
+
+
 # -- invalid JSON lines ----------------------------------------------------------------------------------------
 def test_invalid_json_lines_are_counted(tmp_path):
     path = write_jsonl(
