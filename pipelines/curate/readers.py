@@ -306,7 +306,7 @@ class CurateReader(PipelineStep):
         kind_of = record.record_type
         if kind_of == WarcRecordType.response:
             try:
-                response = parse_response(block)
+                response = parse_response(block, self.settings.max_document_bytes)
             except HttpError as exc:
                 self._drop(exc.reason, path, offset, str(exc))
                 return None

@@ -224,6 +224,30 @@ def test_50mb_warc_record_is_dropped(tmp_path):
     assert c["dropped_too_large"] == 1 and len(docs) == 1
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_content_encoded_body_over_the_limit_is_dropped(tmp_path, encoding):
+    """A 30 KB compressed body that decodes to 5 MB is too large for a 1 MB limit, and is never held whole."""
+    import zlib
+
+    import brotli
+
+    big = b"<html><body><p>" + b"hello world " * 400_000 + b"</p></body></html>"
+    packed = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[encoding]
+    small = html_page(prose(7)).encode()
+    records = [
+        warc_record(
+            http_response(packed(big), extra=f"Content-Encoding: {encoding}\r\n"), url="https://e.org/bomb"
+        ),
+        warc_record(
+            http_response(packed(small), extra=f"Content-Encoding: {encoding}\r\n"), url="https://e.org/ok"
+        ),
+    ]
+    docs, reader = read_reader([write_warc(tmp_path / "bomb.warc.gz", records)], max_document_bytes=1 << 20)
+    c = counters(reader)
+    assert c["dropped_too_large"] == 1 and [d.metadata["url"] for d in docs] == ["https://e.org/ok"]
+    assert "Report" in docs[0].text
+
+
 def test_50mb_html_file_is_dropped(tmp_path):
     (tmp_path / "big.html").write_bytes(b"<html>" + b"a" * FIFTY_MB + b"</html>")
     docs, reader = read_reader([tmp_path / "big.html"])
