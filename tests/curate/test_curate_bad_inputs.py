@@ -182,6 +182,31 @@ def test_mislabelled_charset_in_warc(tmp_path, declared, encoding):
     assert "Crème brûlée für Gäste" in docs[0].text
 
 
+@pytest.mark.parametrize("declared", ["utf-16", "utf-16be", "utf-16le"])
+def test_utf16_label_on_utf8_bytes_is_mislabelled(tmp_path, declared):
+    """UTF-8 bytes of even length decode 'successfully' as UTF-16 into CJK mojibake: no NULs, no BOM, no UTF-16."""
+    body = html_page("Crème brûlée für Gäste. " + prose(6), charset_meta=None).encode()
+    body += b" " * (len(body) % 2)
+    path = write_warc(
+        tmp_path / "u16.warc.gz", [warc_record(http_response(body, f"text/html; charset={declared}"))]
+    )
+    docs, reader = read_reader([path])
+    assert counters(reader)["repaired_mislabelled_charset"] == 1
+    assert "Crème brûlée für Gäste" in docs[0].text
+
+
+@pytest.mark.parametrize(
+    ("declared", "encoding"), [("utf-16", "utf-16"), ("utf-16be", "utf-16-be"), ("utf-16le", "utf-16-le")]
+)
+def test_real_utf16_is_still_read(tmp_path, declared, encoding):
+    body = html_page("Crème brûlée für Gäste. " + prose(6), charset_meta=None).encode(encoding)
+    path = write_warc(
+        tmp_path / "u16.warc.gz", [warc_record(http_response(body, f"text/html; charset={declared}"))]
+    )
+    docs, reader = read_reader([path])
+    assert "Crème brûlée für Gäste" in docs[0].text and "repaired_mislabelled_charset" not in counters(reader)
+
+
 def test_correctly_labelled_charset_is_not_a_repair(tmp_path):
     body = html_page("Crème brûlée. " + prose(5), charset_meta="windows-1252").encode("cp1252")
     (tmp_path / "ok.html").write_bytes(body)
