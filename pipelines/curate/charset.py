@@ -21,6 +21,8 @@ MISLABELLED = "mislabelled_charset"
 INVALID_BYTES = "invalid_bytes"
 INVALID_UTF8 = "invalid_utf8"
 
+_WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
 
 def _codec(label: str | None) -> str | None:
     """Python codec name for a charset label, HTML5-mapped; None for unknown labels."""
@@ -53,6 +55,9 @@ def decode_html(data: bytes, declared: str | None = None) -> tuple[str, str | No
     `declared` is the HTTP charset; a `<meta charset>` in the first 4 KB is used when it is absent.
     """
     codec = _codec(declared) or _codec(sniff_meta_charset(data))
+    if codec is not None and codec.startswith(("utf-16", "utf-32")) and _not_wide(data):
+        text, problem = _decode_unlabelled(data)
+        return text, problem or MISLABELLED
     if codec is not None:
         try:
             text = data.decode(codec)
@@ -70,7 +75,20 @@ def decode_html(data: bytes, declared: str | None = None) -> tuple[str, str | No
             return data.decode(detected), MISLABELLED
         except UnicodeDecodeError:
             return data.decode("utf-8", errors="replace"), INVALID_BYTES
-    # No (usable) label: UTF-8 if it is valid, else what the bytes look like (HTML's windows-1252 default).
+    return _decode_unlabelled(data)
+
+
+def _not_wide(data: bytes) -> bool:
+    """True when bytes labelled UTF-16/32 cannot be: no BOM and no NUL in the first KB.
+
+    Real UTF-16/32 HTML is full of NULs (every ASCII markup character has one); UTF-8 or single-byte bytes
+    under such a label still decode without error when their length is even, into CJK-looking mojibake.
+    """
+    return not data.startswith(_WIDE_BOMS) and b"\x00" not in data[:1024]
+
+
+def _decode_unlabelled(data: bytes) -> tuple[str, str | None]:
+    """No (usable) label: UTF-8 if it is valid, else what the bytes look like (HTML's windows-1252 default)."""
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError:

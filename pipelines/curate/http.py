@@ -55,30 +55,63 @@ def _dechunk(body: bytes) -> bytes:
     return b"".join(out)
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
+def _inflate(decomp, body: bytes, limit: int) -> bytes:
+    out = decomp.decompress(body, limit + 1)  # never more than limit + 1 bytes, whatever the ratio
+    if len(out) <= limit and not decomp.eof:
+        raise ValueError("incomplete or truncated stream")
+    return out
+
+
+def _unbrotli(body: bytes, limit: int) -> bytes:
+    import brotli  # optional; most crawlers store decoded bodies
+
+    decomp = brotli.Decompressor()
+    try:
+        out = decomp.process(body, output_buffer_limit=limit + 1)
+    except TypeError:  # brotli < 1.2 cannot bound its output: decode whole, still drop it when too large
+        return brotli.decompress(body)
+    while len(out) <= limit and not decomp.is_finished() and not decomp.can_accept_more_data():
+        out += decomp.process(b"", output_buffer_limit=limit + 1 - len(out))
+    if len(out) <= limit and not decomp.is_finished():
+        raise ValueError("incomplete or truncated stream")
+    return out
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Decoded body, never more than `limit` + 1 bytes: a small compressed body can expand a thousandfold
+    (a 70 KB gzip to 36 MB), so the size limit has to hold while decoding, not only on the raw record."""
     try:
         if encoding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 47)  # gzip or zlib header, auto-detected
-        if encoding == "deflate":
+            out = _inflate(zlib.decompressobj(47), body, limit)  # gzip or zlib header, auto-detected
+        elif encoding == "deflate":
             try:
-                return zlib.decompress(body)
+                out = _inflate(zlib.decompressobj(), body, limit)
             except zlib.error:
-                return zlib.decompress(body, -15)  # raw deflate, as some servers send
-        if encoding == "br":
-            import brotli  # optional; most crawlers store decoded bodies
-
-            return brotli.decompress(body)
+                out = _inflate(zlib.decompressobj(-15), body, limit)  # raw deflate, as some servers send
+        elif encoding == "br":
+            out = _unbrotli(body, limit)
+        elif encoding in ("", "identity"):
+            return body
+        else:
+            raise HttpError("decode_error", f"unsupported Content-Encoding {encoding!r}")
     except ImportError:
         raise HttpError("decode_error", "brotli-encoded body and no brotli module") from None
+    except HttpError:
+        raise
     except Exception as exc:
         raise HttpError("decode_error", f"cannot decode {encoding} body ({exc})") from None
-    if encoding in ("", "identity"):
-        return body
-    raise HttpError("decode_error", f"unsupported Content-Encoding {encoding!r}")
+    if len(out) > limit:
+        raise HttpError(
+            "too_large", f"{encoding} body decodes to more than {limit} bytes (read.max_document_bytes)"
+        )
+    return out
 
 
-def parse_response(block: bytes) -> HttpResponse:
-    """Parse an HTTP response block; raises HttpError('no_payload' | 'decode_error', ...)."""
+def parse_response(block: bytes, max_body: int = 1 << 62) -> HttpResponse:
+    """Parse an HTTP response block; raises HttpError('no_payload' | 'decode_error' | 'too_large', ...).
+
+    `max_body` bounds the body after Content-Encoding is decoded (read.max_document_bytes).
+    """
     head, sep, body = block.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = block.partition(b"\n\n")
@@ -100,5 +133,5 @@ def parse_response(block: bytes) -> HttpResponse:
         body = _dechunk(body)
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding:
-        body = _decompress(body, encoding)
+        body = _decompress(body, encoding, max_body)
     return HttpResponse(status=status, headers=headers, body=body)

@@ -6,9 +6,10 @@ boundaries, plain JSONL at line boundaries) or row-group ranges (Parquet), and t
 ranks by size. The plan is computed once on the driver and saved next to the stage's logging dir, so a
 resumed run maps ranks to exactly the same units even if the cluster size changed.
 
-Byte-range rule (the usual split-file rule): a unit [start, end) owns every record whose first byte lies in
-[start, end). The reader of a unit seeks to the first record boundary at or after `start` and reads past `end`
-to finish the last record it owns, so units never overlap and never miss a record.
+Byte-range rule (the usual split-file rule): a unit [start, end) owns every record from the first record
+boundary at or after `start` up to the first one at or after `end` (where the next unit starts). The reader
+seeks to its first boundary and reads past `end` to the next unit's, so units never overlap and never miss a
+record, even one too damaged to be recognised as a boundary.
 """
 
 from __future__ import annotations

@@ -33,7 +33,13 @@ from pipelines.curate.exclusions import exclusion_writer
 from pipelines.curate.http import HttpError, parse_response
 from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
-from pipelines.curate.streams import GZIP_MAGIC, GzipMembers, find_gzip_member, find_warc_record
+from pipelines.curate.streams import (
+    GZIP_MAGIC,
+    GzipMembers,
+    find_gzip_member,
+    find_warc_record,
+    warc_record_end,
+)
 
 HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml", "text/xml", ""}
 TEXT_TYPES = {"text/plain"}
@@ -294,62 +300,129 @@ class CurateReader(PipelineStep):
 
     # -- WARC / WET ---------------------------------------------------------------------------------------
     def _read_warc(self, unit: WorkUnit) -> Iterator[Document]:
+        """Read the records of a unit; a corrupt gzip member or an unparseable record costs only itself.
+
+        FastWARC cannot go on after a parse error, so reading restarts with a fresh iterator at the next gzip
+        member (.warc.gz) or the next valid record header (.warc). The bad member or record is dropped with
+        its offset; unparseable bytes after a record that was read are a `file_error_corrupt_warc`.
+        """
         from fastwarc import ArchiveIterator, WarcRecordType
 
-        fs, path = fsspec.core.url_to_fs(unit.path)
-        with fs.open(path, "rb") as raw:
+        gzipped = unit.compression == "gzip"
+        types = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
+        raw = self._open(unit)
+        if raw is None:
+            return
+        with raw:
             if unit.size == 0 and not unit.split:
                 self._file_error("empty_file", unit.path, 0, "empty file (expected WARC records)")
                 return
-            stream: Any
-            if unit.compression == "gzip":
-                start = find_gzip_member(raw, unit.start) if unit.split and unit.start else 0
-                if start is None or (unit.split and start >= unit.end):
-                    return  # no record starts in this unit
-                stream = GzipMembers(raw, start, stop=unit.end if unit.split else None)
 
-                def offset_of(pos: int) -> int:
-                    return stream.member_offset(pos)
-            else:
-                start = find_warc_record(raw, unit.start) if unit.split else 0
-                if start is None or (unit.split and start >= unit.end):
-                    return
-                raw.seek(start)
-                stream = raw
+            def next_start(pos: int) -> int | None:
+                return find_gzip_member(raw, pos) if gzipped else find_warc_record(raw, pos)
 
-                def offset_of(pos: int) -> int:
-                    return pos
-
-            types = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.conversion
-            records = iter(ArchiveIterator(stream, record_types=types, parse_http=False))
+            start = next_start(unit.start) if unit.split and unit.start else 0
+            # Read up to where the next unit starts (its first boundary at or after `end`), not just to `end`:
+            # a bad record or member after `end` that is no boundary is then still read, and counted, here.
+            stop = next_start(unit.end) if unit.split else None
             seen = 0
-            while True:
-                try:
-                    record = next(records)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    self._file_error("corrupt_warc", unit.path, None, f"cannot parse WARC ({exc})")
-                    break
-                offset = offset_of(record.stream_pos)
-                if unit.split and offset >= unit.end:
-                    break
-                seen += 1
-                doc = self._warc_record(record, unit.path, offset)
-                if doc is not None:
-                    yield doc
-            if isinstance(stream, GzipMembers):
-                if stream.truncated:
+            first = True
+            pending: tuple[int, str] | None = None  # bad bytes after a record; reported unless explained
+            while start is not None and not (stop is not None and start >= stop):
+                stream: Any = raw
+                if gzipped:
+                    stream = GzipMembers(raw, start, stop=stop)
+                else:
+                    raw.seek(start)
+                records = iter(ArchiveIterator(stream, record_types=types, parse_http=False))
+                last = error = resume = None
+                skipped = False  # a record with a bad Content-Length: resume after it, whatever follows
+                while True:
+                    try:
+                        record = next(records)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        error = f"cannot parse WARC ({exc})"
+                        break
+                    pos = record.stream_pos
+                    offset = stream.member_offset(pos) if gzipped else pos
+                    if stop is not None and offset >= stop:
+                        break
+                    if pending is not None:
+                        self._file_error("corrupt_warc", unit.path, *pending)
+                        pending = None
+                    seen += 1
+                    last = offset
+                    length = (record.headers.get("Content-Length") or "").strip()
+                    if not (length.isascii() and length.isdigit() and int(length) == record.content_length):
+                        # FastWARC reads it as 0 bytes and then fails on its block: skip it instead.
+                        if gzipped and stream.truncated and offset == stream.error_offset:
+                            self._drop(
+                                "truncated", unit.path, offset, "record header cut off (truncated file)"
+                            )
+                        else:
+                            skipped, resume = True, next_start(offset + 1)
+                            self._drop(
+                                "corrupt_warc",
+                                unit.path,
+                                offset,
+                                f"invalid WARC Content-Length {length!r}; resumed at offset {resume}",
+                            )
+                        break
+                    doc = self._warc_record(record, unit.path, offset)
+                    if doc is not None:
+                        yield doc
+                broken = gzipped and (stream.truncated or stream.corrupt) and not skipped
+                if broken and error is not None:  # FastWARC reads ahead: is the gzip problem where it failed?
+                    after = start if last is None else find_gzip_member(raw, last + 1)
+                    broken = stream.error_offset in (last, after)
+                if broken and stream.truncated:
                     self._file_error(
                         "truncated_gzip",
                         unit.path,
                         stream.error_offset,
                         "gzip stream ends inside a member (truncated file)",
                     )
-                if stream.corrupt:
-                    self._file_error("corrupt_gzip", unit.path, stream.error_offset, stream.corrupt)
-                if seen == 0 and stream.pos_out == 0 and not unit.split and not stream.truncated:
+                    error = resume = None  # the file ends there
+                elif broken:
+                    bad = stream.error_offset
+                    resume = find_gzip_member(raw, bad + 1)
+                    self._file_error(
+                        "corrupt_gzip", unit.path, bad, f"{stream.corrupt}; resumed at offset {resume}"
+                    )
+                    if stream.bad_member and last != bad:  # its record, unless it was read (and counted)
+                        self._drop(
+                            "corrupt_gzip",
+                            unit.path,
+                            bad,
+                            f"gzip member cannot be decompressed ({stream.corrupt})",
+                        )
+                    error = None  # a parse error here comes from the cut-off member
+                if error is not None and last is None:  # the record at `start` itself
+                    pending = None
+                    resume = next_start(start + 1)
+                    self._drop("corrupt_warc", unit.path, start, f"{error}; resumed at offset {resume}")
+                elif error is not None:
+                    resume = next_start(last + 1)
+                    where = last if gzipped else (warc_record_end(raw, last) or last)
+                    then = f"resumed at offset {resume}" if resume is not None else "no later record"
+                    pending = (where, f"{error} after the record at offset {last}; {then}")
+                    if self.strict:
+                        self._file_error("corrupt_warc", unit.path, *pending)
+                if (
+                    gzipped
+                    and first
+                    and seen == 0
+                    and stream.pos_out == 0
+                    and not unit.split
+                    and not stream.truncated
+                ):
                     self._file_error("empty_file", unit.path, 0, "no data (expected WARC records)")
+                first = False
+                start = resume
+            if pending is not None:
+                self._file_error("corrupt_warc", unit.path, *pending)
 
     def _warc_record(self, record: Any, path: str, offset: int) -> Document | None:
         from fastwarc import WarcRecordType
@@ -373,7 +446,7 @@ class CurateReader(PipelineStep):
         kind_of = record.record_type
         if kind_of == WarcRecordType.response:
             try:
-                response = parse_response(block)
+                response = parse_response(block, self.settings.max_document_bytes)
             except HttpError as exc:
                 self._drop(exc.reason, path, offset, str(exc))
                 return None

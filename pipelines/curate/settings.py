@@ -42,7 +42,8 @@ class ReadSettings(_Section):
     max_document_bytes: int = Field(
         10_000_000,
         ge=1,
-        description="Records larger than this (raw bytes) are dropped as 'too_large' before parsing or extraction.",
+        description="Records larger than this (raw bytes; an HTTP body with Content-Encoding also decoded) are "
+        "dropped as 'too_large' before parsing or extraction.",
     )
     split_bytes: int = Field(
         64 << 20,

@@ -23,8 +23,9 @@ class GzipMembers(io.RawIOBase):
     """Decompressed view of a multi-member gzip file from compressed offset `start`.
 
     Reading stops at the first member that starts at or after `stop` (None: end of file). Afterwards
-    `truncated` is True when the file ended inside a member, and `corrupt` holds a message when bytes that
-    are not gzip follow a member; `error_offset` is the compressed offset of the problem.
+    `truncated` is True when the file ended inside a member, and `corrupt` holds a message when a member
+    cannot be decompressed (`bad_member` is then True) or bytes that are not gzip follow a member;
+    `error_offset` is the compressed offset of the problem. The reader resumes at the next member.
     """
 
     def __init__(self, raw: BinaryIO, start: int = 0, stop: int | None = None):
@@ -36,6 +37,7 @@ class GzipMembers(io.RawIOBase):
         self.pos_out = 0  # decompressed bytes produced so far
         self.truncated = False
         self.corrupt: str | None = None
+        self.bad_member = False
         self.error_offset: int | None = None
         self._member_out: list[int] = []  # decompressed offset where each member starts
         self._member_in: list[int] = []  # its compressed offset
@@ -94,6 +96,7 @@ class GzipMembers(io.RawIOBase):
                 out = self._decomp.decompress(data)
             except zlib.error as exc:
                 self.corrupt = f"invalid gzip data ({exc})"
+                self.bad_member = True
                 self.error_offset = self._member_in[-1]
                 self._done = True
                 return
@@ -114,7 +117,7 @@ class GzipMembers(io.RawIOBase):
 
     def _pending_garbage(self) -> None:
         if self._pending.strip(b"\x00"):  # some writers pad with NULs
-            self.corrupt = "bytes after the last gzip member are not gzip data"
+            self.corrupt = "bytes after a gzip member are not gzip data"
             self.error_offset = self.pos_in
         self._done = True
 
@@ -159,8 +162,49 @@ def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int
     return None
 
 
+def warc_record_end(raw: BinaryIO, offset: int) -> int | None:
+    """End offset (after the block's CRLFCRLF) of the uncompressed record whose header is at `offset`, or None.
+
+    None when there is no parseable header there: no `WARC/1.x` line, no blank line ending the header within
+    64 KB, or a Content-Length that is missing, negative or not a number.
+    """
+    raw.seek(offset)
+    head = raw.read(_CHUNK)
+    stop = head.find(b"\r\n\r\n")
+    if not head.startswith(b"WARC/1.") or stop == -1:
+        return None
+    for line in head[:stop].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or len(value) > 15:  # over 1 PB is a broken length, not a record
+                return None
+            return offset + stop + 4 + int(value) + 4
+    return None
+
+
+def is_warc_record(raw: BinaryIO, offset: int) -> bool:
+    """True when a parseable header starts at `offset` and its Content-Length lands on another header or EOF.
+
+    `\nWARC/1.` alone is not a boundary: a page that quotes a WARC record has one inside its payload. The
+    quoted header's length leads into the rest of that payload, not to the next record.
+    """
+    end = warc_record_end(raw, offset)
+    if end is None:
+        return False
+    raw.seek(end - 4)
+    tail = raw.read(64)
+    if len(tail) < 4:  # the file ends inside the record: a truncated last record (the reader counts it)
+        return True
+    if not tail.startswith(b"\r\n\r\n"):
+        return False
+    rest = tail[4:].lstrip(b"\r\n")  # some writers add blank lines between records
+    return rest.startswith(b"WARC/1.") if rest else len(tail) < 64
+
+
 def find_warc_record(raw: BinaryIO, start: int) -> int | None:
-    """Offset of the first uncompressed WARC record header (`WARC/1.x` at a line start) at or after `start`."""
+    """Offset of the first uncompressed WARC record (a valid `WARC/1.x` header at a line start) at or after
+    `start`; candidates inside payloads are rejected by `is_warc_record`."""
     if start == 0:
         return 0
     pos = start - 1  # the header may begin exactly at `start`, right after a newline
@@ -168,8 +212,10 @@ def find_warc_record(raw: BinaryIO, start: int) -> int | None:
     window = raw.read(_CHUNK * 4)
     while len(window) > 8:
         i = window.find(b"\nWARC/1.")
-        if i != -1:
-            return pos + i + 1
+        while i != -1:
+            if is_warc_record(raw, pos + i + 1):
+                return pos + i + 1
+            i = window.find(b"\nWARC/1.", i + 1)
         pos += len(window) - 8
         raw.seek(pos)
         window = raw.read(_CHUNK * 4)

@@ -113,6 +113,68 @@ def test_junk_after_html_gzip_keeps_the_page(tmp_path):
     assert not any(k.startswith("file_error_") for k in counters(reader))
 
 
+# -- corrupt WARC: only the bad member or record is lost --------------------------------------------------------
+def _responses(n: int) -> list[bytes]:
+    return [
+        warc_record(http_response(html_page(prose(i)).encode()), url=f"https://e.org/{i}") for i in range(n)
+    ]
+
+
+def test_corrupt_gzip_member_loses_only_itself(tmp_path):
+    members = [gzip.compress(r, mtime=0) for r in _responses(10)]
+    bad = bytearray(members[2])
+    for i in range(40, 80):
+        bad[i] ^= 0xFF
+    members[2] = bytes(bad)
+    path = tmp_path / "c.warc.gz"
+    path.write_bytes(b"".join(members))
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 9 and "https://e.org/2" not in {d.metadata["url"] for d in docs}
+    assert c["dropped_corrupt_gzip"] == 1 and c["file_error_corrupt_gzip"] == 1 and c["documents_in"] == 10
+    with pytest.raises(BadInputError, match=f"{path} at offset {len(members[0]) + len(members[1])}:"):
+        read_reader([path], strict=True)
+
+
+@pytest.mark.parametrize("name", ["bad.warc", "bad.warc.gz"])
+@pytest.mark.parametrize("length", [None, "abc", "-5"])
+def test_invalid_content_length_loses_only_its_record(tmp_path, name, length):
+    good = _responses(3)
+    head, _, rest = good[1].partition(b"Content-Length: ")
+    rest = rest.split(b"\r\n", 1)[1]
+    good[1] = head + (f"Content-Length: {length}\r\n".encode() if length else b"") + rest
+    path = write_warc(tmp_path / name, good)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert [d.metadata["url"] for d in docs] == ["https://e.org/0", "https://e.org/2"]
+    assert c["dropped_corrupt_warc"] == 1 and c["documents_in"] == 3
+    offset = len(gzip.compress(good[0], mtime=0)) if name.endswith(".gz") else len(good[0])
+    with pytest.raises(BadInputError, match=f"{path} at offset {offset}: invalid WARC Content-Length"):
+        read_reader([path], strict=True)
+
+
+@pytest.mark.parametrize("name", ["junk.warc", "junk.warc.gz"])
+def test_unparseable_bytes_between_warc_records_are_skipped(tmp_path, name):
+    good = _responses(4)
+    path = write_warc(tmp_path / name, [*good[:2], b"NOT A WARC HEADER\r\n\r\n", *good[2:]])
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 4 and c["file_error_corrupt_warc"] == 1 and c["documents_in"] == 4
+
+
+@pytest.mark.parametrize("name", ["s.warc", "s.warc.gz"])
+def test_split_units_count_each_bad_warc_record_once(tmp_path, name):
+    """A bad record next to a unit boundary is read by the unit before it, and counted once."""
+    records = _responses(40)
+    for i in (5, 17, 29):
+        records[i] = records[i].replace(b"Content-Length: ", b"Content-Length: x", 1)
+    path = write_warc(tmp_path / name, records)
+    for split in (1 << 30, 1 << 12):
+        docs, reader = read_reader([path], split_bytes=split, tasks=0)
+        c = counters(reader)
+        assert len(docs) == 37 and c["dropped_corrupt_warc"] == 3 and c["documents_in"] == 40
+
+
 # -- invalid JSON lines ----------------------------------------------------------------------------------------
 def test_invalid_json_lines_are_counted(tmp_path):
     path = write_jsonl(
@@ -185,6 +247,31 @@ def test_mislabelled_charset_in_warc(tmp_path, declared, encoding):
     assert "Crème brûlée für Gäste" in docs[0].text
 
 
+@pytest.mark.parametrize("declared", ["utf-16", "utf-16be", "utf-16le"])
+def test_utf16_label_on_utf8_bytes_is_mislabelled(tmp_path, declared):
+    """UTF-8 bytes of even length decode 'successfully' as UTF-16 into CJK mojibake: no NULs, no BOM, no UTF-16."""
+    body = html_page("Crème brûlée für Gäste. " + prose(6), charset_meta=None).encode()
+    body += b" " * (len(body) % 2)
+    path = write_warc(
+        tmp_path / "u16.warc.gz", [warc_record(http_response(body, f"text/html; charset={declared}"))]
+    )
+    docs, reader = read_reader([path])
+    assert counters(reader)["repaired_mislabelled_charset"] == 1
+    assert "Crème brûlée für Gäste" in docs[0].text
+
+
+@pytest.mark.parametrize(
+    ("declared", "encoding"), [("utf-16", "utf-16"), ("utf-16be", "utf-16-be"), ("utf-16le", "utf-16-le")]
+)
+def test_real_utf16_is_still_read(tmp_path, declared, encoding):
+    body = html_page("Crème brûlée für Gäste. " + prose(6), charset_meta=None).encode(encoding)
+    path = write_warc(
+        tmp_path / "u16.warc.gz", [warc_record(http_response(body, f"text/html; charset={declared}"))]
+    )
+    docs, reader = read_reader([path])
+    assert "Crème brûlée für Gäste" in docs[0].text and "repaired_mislabelled_charset" not in counters(reader)
+
+
 def test_correctly_labelled_charset_is_not_a_repair(tmp_path):
     body = html_page("Crème brûlée. " + prose(5), charset_meta="windows-1252").encode("cp1252")
     (tmp_path / "ok.html").write_bytes(body)
@@ -203,7 +290,7 @@ def test_empty_files(tmp_path, name):
     assert docs == [] and c["file_error_empty_file"] == 1 and c.get("documents_in", 0) == 0
 
 
-@pytest.mark.parametrize("name", ["g.jsonl", "g.jsonl.gz", "g.parquet", "g.html"])
+@pytest.mark.parametrize("name", ["g.jsonl", "g.jsonl.gz", "g.parquet", "g.html", "g.warc.gz"])
 def test_file_gone_since_planning_is_a_file_error(tmp_path, name):
     """Deleted, made unreadable or turned into a broken link after the plan: counted, and the rank goes on."""
     from pipelines.curate.inputs import make_plan
@@ -215,6 +302,8 @@ def test_file_gone_since_planning_is_a_file_error(tmp_path, name):
         pq.write_table(pa.table({"text": [prose(1)]}), gone)
     elif name.endswith(".html"):
         gone.write_text(html_page(prose(1)))
+    elif name.endswith(".warc.gz"):
+        write_warc(gone, _responses(1))
     else:
         write_jsonl(gone, [{"text": prose(1)}])
     write_jsonl(tmp_path / "kept.jsonl", [{"text": prose(2)}])
@@ -247,6 +336,30 @@ def test_50mb_warc_record_is_dropped(tmp_path):
     docs, reader = read_reader([path])
     c = counters(reader)
     assert c["dropped_too_large"] == 1 and len(docs) == 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_content_encoded_body_over_the_limit_is_dropped(tmp_path, encoding):
+    """A 30 KB compressed body that decodes to 5 MB is too large for a 1 MB limit, and is never held whole."""
+    import zlib
+
+    import brotli
+
+    big = b"<html><body><p>" + b"hello world " * 400_000 + b"</p></body></html>"
+    packed = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[encoding]
+    small = html_page(prose(7)).encode()
+    records = [
+        warc_record(
+            http_response(packed(big), extra=f"Content-Encoding: {encoding}\r\n"), url="https://e.org/bomb"
+        ),
+        warc_record(
+            http_response(packed(small), extra=f"Content-Encoding: {encoding}\r\n"), url="https://e.org/ok"
+        ),
+    ]
+    docs, reader = read_reader([write_warc(tmp_path / "bomb.warc.gz", records)], max_document_bytes=1 << 20)
+    c = counters(reader)
+    assert c["dropped_too_large"] == 1 and [d.metadata["url"] for d in docs] == ["https://e.org/ok"]
+    assert "Report" in docs[0].text
 
 
 def test_50mb_html_file_is_dropped(tmp_path):

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from curate_fixtures import html_warc, prose, read_reader, write_jsonl
+from curate_fixtures import counters, html_warc, prose, read_reader, warc_record, write_jsonl, write_warc
 
 from pipelines.curate.inputs import InputError, detect_format, discover, make_plan, make_units, pack_ranks
 
@@ -100,6 +100,26 @@ def test_split_units_read_every_record_once(tmp_path, name):
     key = [(d.metadata["url"], d.metadata["source_offset"]) for d in split]
     assert sorted(key) == sorted((d.metadata["url"], d.metadata["source_offset"]) for d in whole)
     assert len(set(key)) == len(key)
+
+
+def test_split_plain_warc_ignores_a_quoted_warc_header(tmp_path):
+    """A page quoting a WARC record has `\nWARC/1.0` in its payload; a unit boundary is not put there."""
+    quoted = warc_record(
+        prose(999).encode(), url="https://fake.org/", kind="conversion", content_type="text/plain"
+    )
+    records = []
+    for i in range(60):
+        text = prose(i).encode()
+        if i == 30:
+            text = b"x" * 5000 + b"\n" + quoted + b"\n" + text
+        records.append(
+            warc_record(text, url=f"https://e.org/{i}", kind="conversion", content_type="text/plain")
+        )
+    path = write_warc(tmp_path / "quoting.warc", records)
+    docs, reader = read_reader([path], split_bytes=1 << 12, tasks=0)
+    assert len(reader.plan.units) > 3, "the file must really be split"
+    assert sorted(d.metadata["url"] for d in docs) == sorted(f"https://e.org/{i}" for i in range(60))
+    assert counters(reader)["documents_in"] == 60
 
 
 def test_gzip_offsets_are_member_offsets(tmp_path):
