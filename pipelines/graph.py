@@ -222,7 +222,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
     store = StateStore(config.state_dir)
     with RunLock(store.lock_path, f"corpus {'run' if mode == 'full' else 'refresh'}"):
         fault_point("after_lock")
-        recovered = recover(config)
+        recovered = recover(config, mode)
         state = store.load()
         seen = discover_inputs(config)
         if mode == "refresh":
@@ -362,10 +362,13 @@ def _commit(store: StateStore, journal: dict[str, Any]) -> State:
     return commit_state(store, journal)
 
 
-def recover(config: CorpusConfig) -> list[dict[str, Any]]:
+def recover(config: CorpusConfig, mode: str = "refresh") -> list[dict[str, Any]]:
     """Finish runs whose version went live before a crash (flip, commit, file the work folder); oldest first.
 
-    Runs killed before their rename are not touched: rerunning the same command resumes them.
+    Runs killed before their rename are not touched: rerunning the same command resumes them. A commit that
+    cannot be finished (its kept shards deleted, the state store edited by hand) stops a refresh, which must
+    not build on a state it cannot trust; a full run (`corpus run`, the remedy every such error names) rebuilds
+    the state store anyway, so it files that work folder under `work/unrecoverable/` and goes on.
     """
     from pipelines.publish.publish import finish_interrupted, version_number
 
@@ -382,7 +385,17 @@ def recover(config: CorpusConfig) -> list[dict[str, Any]]:
     for _, work, journal in sorted(pending, key=lambda item: item[0]):
         with run_log(work, journal["mode"]) as log_path:
             logger.warning(f"recovering {work.name}: {journal['version']} is live; finishing its commit")
-            summaries.append(finish_run(config, work, journal, log_path=log_path, recovered=True))
+            try:
+                summaries.append(finish_run(config, work, journal, log_path=log_path, recovered=True))
+            except StateError as exc:
+                if mode != "full":
+                    raise
+                filed = work_dir / "unrecoverable" / work.name
+                filed.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(work, filed)
+                logger.warning(
+                    f"{exc}; the full run rebuilds the state store: {work.name} filed under {filed}"
+                )
     return summaries
 
 

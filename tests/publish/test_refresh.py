@@ -238,3 +238,26 @@ def test_refresh_carries_dialogues_and_tops_up_only_the_shortfall(world):
     assert any(p.name.startswith("carry-v2-") for p in (out / "versions" / "v3" / "midtrain").iterdir())
     assert state_of(out)["synthetic"] == {"rounds": 2, "attempted": 5}
     assert "ok" in verify_ok(out, every=True)
+
+
+def test_an_unfinishable_commit_stops_refresh_but_corpus_run_rebuilds(world):
+    """The error names `corpus run` as the remedy, so `corpus run` must not trip over the same journal."""
+    import shutil
+
+    out, new = world["out"], world["new"]
+    write_shard(new / "b.jsonl", list(range(100, 104)))
+    run_until_killed(world, "publish_after_flip")
+    assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
+    work = next(p.parent for p in (out / "work").glob("*/journal.json"))
+    kept = json.loads((work / "journal.json").read_text())["commit"]["kept_dir"]
+    shutil.rmtree(kept)  # the kept shards are lost (a disk cleanup, a hand edit)
+
+    refused = corpus("refresh", world["overrides"]())
+    assert refused.returncode == 1 and "are gone" in refused.stderr
+    assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
+
+    rebuilt = summary_of(corpus("run", world["overrides"]()))
+    assert rebuilt["status"] == "published" and rebuilt["version"] == "v3"
+    assert rebuilt["documents_out"] == 24 and state_of(out)["version"] == "v3"
+    assert (out / "work" / "unrecoverable" / work.name / "journal.json").is_file()
+    assert "ok" in verify_ok(out, every=True)
