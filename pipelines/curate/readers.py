@@ -84,6 +84,20 @@ def _first_date(record: dict[str, Any], fields: list[str]) -> str | None:
     return None
 
 
+def _is_text_type(arrow_type: Any) -> bool:
+    """A column Arrow hands back as Python strings: plain, large and view strings, and dictionary-encoded
+    strings (what pandas writes for a `category` column)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
 def _parquet_rows(batch: Any) -> list[tuple[dict[str, Any], bool]]:
     """The rows of an Arrow batch, each with whether invalid UTF-8 in it was replaced by U+FFFD.
 
@@ -582,7 +596,6 @@ class CurateReader(PipelineStep):
 
     # -- Parquet ------------------------------------------------------------------------------------------
     def _read_parquet(self, unit: WorkUnit) -> Iterator[Document]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if unit.size == 0:
@@ -608,10 +621,7 @@ class CurateReader(PipelineStep):
             field = self.settings.text_field
             root = field.split(".", 1)[0]
             root_type = schema.field(root).type if root in schema.names else None
-            if root_type is None or (
-                "." not in field
-                and not (pa.types.is_string(root_type) or pa.types.is_large_string(root_type))
-            ):
+            if root_type is None or ("." not in field and not _is_text_type(root_type)):
                 what = (
                     f"wrong schema: expected a string column '{field}', found columns "
                     f"{', '.join(f'{n}: {schema.field(n).type}' for n in schema.names[:12])}"

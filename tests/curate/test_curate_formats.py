@@ -70,6 +70,17 @@ def test_parquet_rows(tmp_path):
     assert docs[1].metadata["crawl_date"] == "2020-01-02"
 
 
+def test_parquet_text_as_pandas_category_or_large_string(tmp_path):
+    import pandas as pd
+
+    texts = [prose(1), prose(2), prose(1)]
+    pd.DataFrame({"text": pd.Categorical(texts)}).to_parquet(tmp_path / "cat.parquet")  # dictionary<string>
+    pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), tmp_path / "large.parquet")
+    for name in ("cat.parquet", "large.parquet"):
+        docs, reader = read_reader([tmp_path / name])
+        assert [d.text for d in docs] == texts and "dropped_wrong_schema" not in counters(reader)
+
+
 def test_html_folder_with_gzip_and_canonical_url(tmp_path):
     page = html_page(prose(1)).replace("<head>", '<head><link rel="canonical" href="https://e.org/canon">')
     (tmp_path / "pages").mkdir()
