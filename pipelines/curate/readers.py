@@ -98,6 +98,14 @@ def _is_text_type(arrow_type: Any) -> bool:
     )
 
 
+def _parquet_batch_rows(row_group: Any, budget: int = 64 << 20) -> int:
+    """Rows per batch so one batch of Python objects stays near `budget` bytes (256 rows of ordinary pages;
+    fewer when the row group holds huge texts, which are only measured against the size limit after
+    conversion)."""
+    per_row = row_group.total_byte_size / max(1, row_group.num_rows)
+    return int(max(1, min(256, budget // max(1.0, per_row))))
+
+
 def _parquet_rows(batch: Any) -> list[tuple[dict[str, Any], bool]]:
     """The rows of an Arrow batch, each with whether invalid UTF-8 in it was replaced by U+FFFD.
 
@@ -641,7 +649,9 @@ class CurateReader(PipelineStep):
             row = first_row
             for group in groups:  # one at a time: a corrupt page loses only the rest of its row group
                 left = meta.row_group(group).num_rows
-                batches = parquet.iter_batches(batch_size=256, row_groups=[group], columns=columns)
+                batches = parquet.iter_batches(
+                    batch_size=_parquet_batch_rows(meta.row_group(group)), row_groups=[group], columns=columns
+                )
                 while left:
                     try:
                         records = _parquet_rows(next(batches))
