@@ -89,3 +89,18 @@ def test_html_folder_with_gzip_and_canonical_url(tmp_path):
     docs, _ = read_reader([tmp_path / "pages"])
     assert len(docs) == 2 and all(d.metadata["kind"] == "html" for d in docs)
     assert docs[0].metadata["url"] == "https://e.org/canon" and docs[1].metadata["url"] is None
+
+
+def test_parquet_batches_shrink_for_huge_rows(tmp_path):
+    """Rows are converted to Python a batch at a time: huge texts must come a few per batch, not 256."""
+    import os
+
+    from pipelines.curate.readers import _parquet_batch_rows
+
+    texts = [os.urandom(1 << 19).hex() for _ in range(8)]  # 1 MB each, incompressible
+    pq.write_table(pa.table({"text": texts}), tmp_path / "big.parquet")
+    group = pq.ParquetFile(tmp_path / "big.parquet").metadata.row_group(0)
+    assert _parquet_batch_rows(group, budget=4 << 20) in (3, 4)
+    assert 60 <= _parquet_batch_rows(group) <= 64  # the default 64 MB budget
+    docs, _ = read_reader([tmp_path / "big.parquet"])
+    assert [d.text for d in docs] == texts
