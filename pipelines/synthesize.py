@@ -18,6 +18,7 @@ Two phases:
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import time
 from collections import Counter
@@ -117,7 +118,12 @@ def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> 
     if not source:
         return []
     path = Path(source)
-    files = list_parquet(path) if path.is_dir() else sorted(str(p) for p in Path().glob(str(source)))
+    if path.is_dir():
+        files = list_parquet(path)
+    elif path.is_file():
+        files = [str(path)]
+    else:  # a glob, absolute or relative
+        files = sorted(glob.glob(str(source), recursive=True))
     best: list[tuple[float, str, str]] = []
     for file in files:
         schema = pq.read_schema(file)

@@ -114,7 +114,9 @@ def make_requests(settings: SyntheticSettings, grid: Grid, scenarios: list[Scena
     s = settings.sampling
     return [
         Request.make(
-            build_messages(sc, grid, settings.min_turns, settings.max_turns, settings.excerpt_chars),
+            build_messages(
+                sc, grid, settings.min_turns, settings.max_turns, settings.excerpt_chars, settings.language
+            ),
             schema,
             s.temperature,
             s.top_p,

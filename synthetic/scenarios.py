@@ -179,13 +179,27 @@ SYSTEM_PROMPT = (
 )
 
 
+# Names for the prompt; validation checks the lid.176 code (synthetic.language), so the prompt must ask for it.
+LANGUAGE_NAMES = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+    "nl": "Dutch", "pl": "Polish", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish",
+    "cs": "Czech", "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish", "ar": "Arabic", "hi": "Hindi",
+    "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "id": "Indonesian", "vi": "Vietnamese", "el": "Greek",
+}  # fmt: skip
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, f"the language with ISO 639 code '{code}'")
+
+
 def build_messages(
-    scenario: Scenario, grid: Grid, min_turns: int, max_turns: int, excerpt_chars: int
+    scenario: Scenario, grid: Grid, min_turns: int, max_turns: int, excerpt_chars: int, language: str = "en"
 ) -> list[dict]:
-    """The chat messages (system + user) asking for one dialogue for `scenario`."""
+    """The chat messages (system + user) asking for one dialogue for `scenario`, written in `language`."""
     avoid = "\n".join(f"- {name}: {what}" for name, what in grid.failure_modes.items())
     lines = [
-        f"Write a conversation in English between a user and an assistant, in the style of {scenario.style}.",
+        f"Write a conversation in {language_name(language)} between a user and an assistant, in the style of "
+        f"{scenario.style}.",
         f"The user is {scenario.persona}, in the area of {scenario.domain}, who {scenario.situation}.",
         f"Value in focus: {scenario.dimension.replace('_', ' ')}. The assistant {scenario.goal}.",
         "The assistant must NOT do any of the following:",

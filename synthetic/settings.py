@@ -127,6 +127,11 @@ class SyntheticSettings(BaseModel):
     def _check(self) -> SyntheticSettings:
         if self.min_turns > self.max_turns:
             raise ValueError(f"min_turns ({self.min_turns}) must be <= max_turns ({self.max_turns})")
+        if 2 * (self.max_turns // 2) < self.min_turns:
+            # dialogues are whole user/assistant exchanges: an even number of turns
+            raise ValueError(
+                f"min_turns ({self.min_turns}) to max_turns ({self.max_turns}) holds no even number of turns"
+            )
         if self.min_chars > self.max_chars:
             raise ValueError(f"min_chars ({self.min_chars}) must be <= max_chars ({self.max_chars})")
         bad = {k: v for k, v in self.min_scores.items() if not 0.0 <= v <= 1.0}

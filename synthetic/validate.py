@@ -2,8 +2,9 @@
 
 Per-dialogue checks (run in the task that generated the dialogue):
 - parse: `engine_error`, `truncated` (hit max_tokens before the JSON closed), `unparseable`;
-- structure: `first_turn_not_user`, `roles_not_alternating`, `last_turn_not_assistant`, `too_few_turns`,
-  `too_many_turns`, `message_too_short`, `message_too_long`, `control_characters` (left after parsing);
+- structure: `unknown_role` (a system or tool turn), `first_turn_not_user`, `roles_not_alternating`,
+  `last_turn_not_assistant`, `too_few_turns`, `too_many_turns`, `message_too_short`, `message_too_long`,
+  `control_characters` (left after parsing);
 - language: `wrong_language` (lid.176 on the whole dialogue, below the score or another language);
 - characters: `junk_characters` (private-use / unassigned code points), `unexpected_script` (letters of
   another script in a Latin-script language);
@@ -95,6 +96,8 @@ def structure_reasons(
 ) -> list[str]:
     reasons = []
     roles = [t["role"] for t in turns]
+    if any(role not in ("user", "assistant") for role in roles):
+        reasons.append("unknown_role")  # system or tool turns must not reach midtrain as dialogue
     if roles and roles[0] != "user":
         reasons.append("first_turn_not_user")
     if any(a == b for a, b in zip(roles, roles[1:], strict=False)):

@@ -274,12 +274,15 @@ def plan_profile(
     realised = [math.floor(g) * t + e for g, t, e in zip(solution.factors, tokens, extra, strict=True)]
     est_bytes = sum(realised) * bytes_per_token
     shards = max(1, math.ceil(est_bytes / (cfg.shard_mb * 1e6)))
-    expected_rows = sum(
-        math.floor(g) * d for g, d in zip(solution.factors, stats["documents"][:n], strict=True)
+    documents = stats["documents"][:n]
+    # fractional factors add copies too: a mixture of factors < 1 is not one row
+    expected_rows = math.ceil(sum(g * d for g, d in zip(solution.factors, documents, strict=True)))
+    most_copies = min(
+        cfg.max_epochs,
+        math.ceil(max((g for g, d in zip(solution.factors, documents, strict=True) if d), default=0)),
     )
-    if expected_rows >= cfg.max_epochs:  # copies of one document never share a file
-        shards = max(shards, cfg.max_epochs)
-    shards = max(1, min(shards, int(expected_rows) or 1))
+    shards = max(shards, most_copies)  # copies of one document never share a file
+    shards = max(1, min(shards, expected_rows or 1))
     plan = CopyPlan(
         profile, tuple(solution.factors), tuple(int(x) for x in thresholds), cfg.max_epochs, cfg.seed, shards
     )

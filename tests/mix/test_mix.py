@@ -222,10 +222,40 @@ def test_tiny_and_empty_mixtures(tmp_path, dask_client, factors):
     )
     if any(factors):
         assert len(out) == entry["totals"]["rows"] >= 3
-        assert entry["shards"] == min(4, entry["totals"]["rows"])  # copies of a document never share a file
+        for shard in (tmp_path / "out" / "pretrain").glob("*.parquet"):  # copies never share a file
+            ids = pq.read_table(shard, columns=["id"]).column("id").to_pylist()
+            assert len(ids) == len(set(ids))
     else:
         assert entry["shards"] == 1 and entry["totals"]["rows"] == 0
         assert pq.read_table(tmp_path / "out" / "pretrain").num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("documents", "factor", "shard_mb"), [(1, 3.0, 256.0), (1, 3.5, 256.0), (200, 0.5, 0.001)]
+)
+def test_shard_count_follows_copies_and_fractional_factors(
+    tmp_path, dask_client, documents, factor, shard_mb
+):
+    """One document at factor 3 is three rows in three files; factors below 1 still fill `shard_mb` files."""
+    table = make_scored_table(documents, seed=1, scores={d: np.full(documents, 0.9) for d in DIMENSIONS})
+    write_scored(tmp_path / "in", table, files=1)
+    profile = _equal_weights("p", [Tier(name="all", min_score=0.0, factor=factor)])
+    mix_scored(tmp_path / "in", tmp_path / "out", [profile], MixConfig(shard_mb=shard_mb), dask_client)
+    entry = json.loads((tmp_path / "out" / "mixture.json").read_text())["profiles"]["p"]
+    shards = sorted((tmp_path / "out" / "pretrain").glob("*.parquet"))
+    ids = [pq.read_table(f, columns=["id"]).column("id").to_pylist() for f in shards]
+    assert all(len(i) == len(set(i)) for i in ids), "copies of a document share a file"
+    assert sum(map(len, ids)) == entry["totals"]["rows"]
+    if documents == 1:
+        assert (
+            entry["totals"]["rows"] == int(factor) and len(shards) >= 3
+        )  # 3.5: the half copy went elsewhere
+    else:
+        plain = tmp_path / "plain"
+        one = _equal_weights("p", [Tier(name="all", min_score=0.0, factor=1.0)])
+        mix_scored(tmp_path / "in", plain, [one], MixConfig(shard_mb=shard_mb), dask_client)
+        per_row = len(list((plain / "pretrain").glob("*.parquet"))) / documents
+        assert len(shards) >= 0.3 * per_row * entry["totals"]["rows"] > 1
 
 
 def test_quantile_tiers_hold_their_share_of_documents(scored, dask_client, tmp_path):

@@ -64,6 +64,14 @@ def test_grid_errors_name_file_and_key(tmp_path):
         load_grid(tmp_path / "missing.yaml")
 
 
+def test_prompt_asks_for_the_language_validation_expects():
+    grid = load_grid(GRID)
+    scenario = ScenarioSampler(grid, seed=0).sample(0)
+    assert "conversation in English" in build_messages(scenario, grid, 4, 8, 500)[-1]["content"]
+    assert "conversation in German" in build_messages(scenario, grid, 4, 8, 500, "de")[-1]["content"]
+    assert "ISO 639 code 'sw'" in build_messages(scenario, grid, 4, 8, 500, "sw")[-1]["content"]
+
+
 def test_prompt_lists_the_failure_modes_and_asks_for_json():
     grid = load_grid(GRID)
     scenario = ScenarioSampler(grid, seed=0).sample(0)
@@ -125,5 +133,25 @@ def test_schema_bounds_the_output():
 def test_settings_validation():
     with pytest.raises(ValueError, match="min_turns"):
         SyntheticSettings(min_turns=6, max_turns=4)
+    with pytest.raises(ValueError, match="no even number of turns"):
+        SyntheticSettings(min_turns=5, max_turns=5)
+    assert SyntheticSettings(min_turns=3, max_turns=5).max_turns == 5
     settings = SyntheticSettings(min_score=0.4, min_scores={"care": 0.7})
     assert settings.threshold("care") == 0.7 and settings.threshold("respect") == 0.4
+
+
+def test_grounding_input_may_be_a_folder_a_file_or_a_glob(tmp_path, monkeypatch):
+    """`synthetic.grounding_input` is documented as a folder or glob; absolute globs and files must work."""
+    from pipelines.mix.sample_data import make_scored_table, write_scored
+    from pipelines.synthesize import select_groundings
+
+    table = make_scored_table(30, seed=4)
+    files = write_scored(tmp_path / "scored", table, files=3)
+    expected = select_groundings(tmp_path / "scored", 5, 200)
+    assert len(expected) == 5
+    best = sorted(zip(table.column("prosocial").to_pylist(), table.column("id").to_pylist(), strict=True))
+    assert {doc_id for doc_id, _ in expected} == {doc_id for _, doc_id in best[-5:]}
+    assert select_groundings(str(tmp_path / "scored" / "*.parquet"), 5, 200) == expected
+    assert len(select_groundings(files[0], 50, 200)) == 10
+    monkeypatch.chdir(tmp_path)
+    assert select_groundings("scored/*.parquet", 5, 200) == expected

@@ -65,6 +65,10 @@ def test_structure_reasons():
         GOOD[:1] + [{"role": "assistant", "content": "ok"}] + GOOD[2:], 4, 8, 10, 600
     )
     assert "message_too_long" in structure_reasons(GOOD, 4, 8, 10, 40)
+    # an engine that ignores the schema can send system or tool turns: they are not dialogue
+    for role in ("system", "tool"):
+        odd = [GOOD[0], {"role": role, "content": "You are a helpful assistant."}, GOOD[0], GOOD[1]]
+        assert "unknown_role" in structure_reasons(odd, 4, 8, 10, 600)
 
 
 def test_leakage_and_refusal():
