@@ -289,6 +289,8 @@ class CurateReader(PipelineStep):
     ) -> Document:
         self.stat_update("documents_in")
         self.stat_update("bytes_in", value=size, unit="doc")
+        if has_lone_surrogates(path):  # a file name that is not UTF-8 (os hands its bytes back as surrogates)
+            path = without_surrogates(path)
         return Document(
             text=text,
             id=f"{path}#{offset}",

@@ -223,6 +223,19 @@ def test_lone_surrogate_escapes_are_replaced_and_counted(tmp_path):
     assert all(f"{d.text}{d.metadata['url']}{d.metadata['crawl_date']}".encode() for d in docs)
 
 
+def test_file_name_that_is_not_utf8(tmp_path):
+    """The OS hands undecodable name bytes back as surrogates; in ids and sources they failed the Parquet write."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.jsonl"), "wb") as f:
+        f.write((json.dumps({"text": prose(1)}) + "\n").encode())
+    docs, _ = read_reader([folder])
+    assert [d.text for d in docs] == [prose(1)]
+    assert docs[0].metadata["source"].endswith("caf\ufffd.jsonl") and docs[0].id.encode()
+
+
 def test_invalid_utf8_in_parquet_strings_is_replaced_and_counted(tmp_path):
     values = [prose(1).encode(), b"Caf\xe9 " + prose(2).encode()]
     table = pa.table({"text": pa.array(values, pa.binary()).view(pa.string())})  # unvalidated writer
