@@ -199,9 +199,13 @@ class Bundle:
             if len(tokens) <= words:
                 chunks.append(" ".join(tokens))
                 continue
-            if len(tokens) > limit:  # very long pages: score an even sample of windows, not the first N
-                step = len(tokens) / limit
-                tokens = [tokens[int(i * step)] for i in range(limit)] if step > 2 else tokens[:limit]
+            if len(tokens) > limit:
+                # very long pages: an even sample of whole windows, not the first N (the page's start says
+                # little about its end) and not every k-th word (word pairs are what the model reads)
+                windows = len(tokens) // words
+                starts = np.linspace(0, windows - 1, self.max_chunks).round().astype(int) * words
+                chunks.extend(" ".join(tokens[start : start + words]) for start in starts)
+                continue
             chunks.extend(chunk_tokens(tokens, words))
         return chunks, offsets
 

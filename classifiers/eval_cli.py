@@ -92,6 +92,10 @@ def _baselines(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return round(float(np.mean(values)), 4) if values else None
@@ -111,7 +115,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for source, m in per_model["fasttext"].items():
             aucs = " | ".join(f"{per_model[name][source].get('auc', float('nan')):.3f}" for name in models)
             lines.append(
-                f"| {dim} | {source} | {m['n_pos']}/{m['n_neg']} | {aucs} | {m.get('f1', 0):.3f} | {m.get('ece', 0):.3f} |"
+                f"| {dim} | {source} | {m['n_pos']}/{m['n_neg']} | {aucs} | {_fmt(m.get('f1'))} | {_fmt(m.get('ece'))} |"
             )
     lines.append(
         "| **mean** | all sets | | "

@@ -41,6 +41,24 @@ def test_long_documents_are_scored_by_chunks(tiny_bundle):
     assert all(scores[d][1] < scores[d][0] for d in tiny_bundle.dimensions)
 
 
+def test_very_long_documents_are_sampled_as_whole_windows(tiny_bundle):
+    """Past max_chunks windows, whole windows are sampled evenly from start to end (not every k-th word)."""
+    words, most = tiny_bundle.chunk_words, tiny_bundle.max_chunks
+    n = words * most * 7 + 5
+
+    def word(i: int) -> str:  # distinct words without digits (normalisation maps digits to 0)
+        return "w" + "".join(chr(97 + int(d)) for d in str(i))
+
+    position = {word(i): i for i in range(n)}
+    chunks, _ = tiny_bundle.chunk([" ".join(position)])
+    assert len(chunks) == most
+    numbers = [[position[token] for token in chunk.split()] for chunk in chunks]
+    assert all(len(c) == words and c == list(range(c[0], c[0] + words)) for c in numbers), (
+        "contiguous windows"
+    )
+    assert numbers[0][0] == 0 and numbers[-1][-1] >= n - 2 * words, "from the start to the end of the page"
+
+
 def test_version_is_a_content_hash_and_training_is_deterministic(tiny_bundle, tmp_path):
     again = load_bundle(make_tiny_bundle(tmp_path / "again"))
     assert again.version == tiny_bundle.version

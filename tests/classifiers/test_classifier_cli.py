@@ -174,3 +174,18 @@ def test_train_cli_accepts_a_rubric_dimension_with_labels(tmp_path, capsys):
     assert corpus([*base, "--out", str(tmp_path / "y"), "--dimensions", "pluralism"]) == 2
     assert "no training data for dimensions ['pluralism']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_baselines_learn_from_neutral_rows_as_fasttext_does():
+    """Neutral rows (0.5) are half positive, half negative for the baselines too, with balanced classes."""
+    from classifiers.baselines import TfidfBaseline, soft_rows
+
+    index, y, weight = soft_rows(np.array([1.0, 0.0, 0.5, 0.0]))
+    assert sorted(zip(index.tolist(), y.tolist(), strict=True)) == [(0, 1), (1, 0), (2, 0), (2, 1), (3, 0)]
+    assert abs(weight[y == 1].sum() - weight[y == 0].sum()) < 1e-9
+    # a source with negatives and neutral rows only: the baseline must still learn "neutral above negative"
+    hostile = [f"you are a stupid idiot number {i} and everyone hates you" for i in range(40)]
+    calm = [f"the council meets on tuesday {i} to discuss the library budget" for i in range(40)]
+    model = TfidfBaseline().fit(hostile + calm, np.r_[np.zeros(40), np.full(40, 0.5)])
+    scores = model.predict(["what a stupid idiot", "the library budget meeting"])
+    assert scores[1] > scores[0]
