@@ -5,8 +5,9 @@
 Writes `{"id", "prosocial", "<dimension>": p, ...}` per input line, in input order (the CLI contract in
 DESIGN.md), atomically. A line that is not UTF-8, not JSON or lacks `text` is reported with its line number;
 it stops the run with --strict. Otherwise it still gets its output line, with null scores and an `error`, so
-output line N always answers input line N. Strings carrying lone surrogates (JSON escapes such as "\ud800",
-which fastText cannot take) are repaired with U+FFFD and counted.
+output line N always answers input line N. A text with no words left after normalisation gets null scores
+and an `error` too (not a stop under --strict: it is valid input with nothing to judge). Strings carrying lone
+surrogates (JSON escapes such as "\ud800", which fastText cannot take) are repaired with U+FFFD and counted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from classifiers.bundle import BundleError, load_bundle
-from classifiers.normalize import has_lone_surrogates, without_surrogates
+from classifiers.normalize import has_lone_surrogates, normalize_tokens, without_surrogates
 from classifiers.profiles import ProfileError, load_profile
 
 BATCH = 2048
@@ -118,11 +119,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         batch: list[tuple[dict | None, str | None]] = []
         for record, error in _read(args.input, args.strict):
-            if error is not None:
-                bad += 1
-            else:
+            if error is None:
                 record["text"], fixed = _repair(record["text"])
                 repaired += fixed
+                if not normalize_tokens(record["text"]):
+                    # nothing left to score (blank, or only URLs and mentions): a model's score of the empty
+                    # line is a constant that means nothing, so it is not reported as one
+                    error = "no words to score after normalisation (empty, or only URLs/mentions)"
+            if error is not None:
+                bad += 1
             batch.append((record, error))
             if len(batch) >= BATCH:
                 flush(batch)
@@ -145,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
         os.replace(tmp_name, args.output)
     print(
         f"scored {scored} texts with bundle {bundle.version}"
-        + (f"; {bad} bad lines written with null scores and an error" if bad else "")
+        + (f"; {bad} lines written with null scores and an error" if bad else "")
         + (f"; repaired invalid UTF-8 (lone surrogates) in {repaired} texts" if repaired else ""),
         file=sys.stderr,
     )
