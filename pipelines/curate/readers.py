@@ -18,7 +18,6 @@ import gzip
 import io
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +33,6 @@ from pipelines.curate.http import HttpError, parse_response
 from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
 from pipelines.curate.streams import (
-    GZIP_MAGIC,
     GzipMembers,
     find_gzip_member,
     find_warc_record,
@@ -137,29 +135,24 @@ def _gunzip(raw: Any, limit: int) -> tuple[bytes, str | None, str | None]:
     reason is None, "truncated_gzip" (the file ends inside a member), "corrupt_compressed" (not gzip, or a
     member is not valid deflate data; `data` is incomplete) or "corrupt_gzip" (bytes after the last complete
     member are not gzip data; `data` is whole). Why not gzip.GzipFile: it raises on junk after the last
-    member and so loses the intact page before it.
+    member and so loses the intact page before it. The member handling is the WARC reader's (GzipMembers).
     """
-    out, member, data, members = bytearray(), None, b"", 0
+    stream, out = GzipMembers(raw), bytearray()
     while len(out) <= limit:
-        if len(data) < len(GZIP_MAGIC):
-            data += raw.read(_CHUNK)
-        if member is None:  # at a member boundary
-            if not members and not data.startswith(GZIP_MAGIC):
-                return bytes(out), "corrupt_compressed", "not gzip data"
-            if not data.startswith(GZIP_MAGIC):
-                while data and not data.strip(b"\x00"):  # some writers pad with NULs
-                    data = raw.read(_CHUNK)
-                if data:
-                    return bytes(out), "corrupt_gzip", "bytes after the last gzip member are not gzip data"
-                return bytes(out), None, None
-            member, members = zlib.decompressobj(31), members + 1
-        elif not data:
-            return bytes(out), "truncated_gzip", "gzip stream ends inside a member (truncated file)"
-        try:
-            out += member.decompress(data, limit + 1 - len(out))
-        except zlib.error as exc:
-            return bytes(out), "corrupt_compressed", f"invalid gzip data ({exc})"
-        data, member = (member.unused_data, None) if member.eof else (member.unconsumed_tail, member)
+        chunk = stream.read(min(_CHUNK, limit + 1 - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    if stream.truncated:
+        return bytes(out), "truncated_gzip", "gzip stream ends inside a member (truncated file)"
+    if stream.corrupt and (stream.bad_member or not stream.member_count):
+        return (
+            bytes(out),
+            "corrupt_compressed",
+            "not gzip data" if not stream.member_count else stream.corrupt,
+        )
+    if stream.corrupt:
+        return bytes(out), "corrupt_gzip", "bytes after the last gzip member are not gzip data"
     return bytes(out), None, None
 
 

@@ -63,6 +63,11 @@ class GzipMembers(io.RawIOBase):
             return here
         raise OSError("GzipMembers is a forward-only stream")
 
+    @property
+    def member_count(self) -> int:
+        """Members started so far (0 after a file that does not begin with a gzip member)."""
+        return len(self._member_in)
+
     def member_offset(self, decompressed_pos: int) -> int:
         """Compressed offset of the member containing decompressed position `decompressed_pos`."""
         i = bisect.bisect_right(self._member_out, decompressed_pos) - 1
