@@ -220,11 +220,18 @@ class Bundle:
             raise TypeError("score() takes a list of texts, not one string")
         if len(texts) == 0:
             return {d: np.zeros(0, dtype=np.float32) for d in self.dimensions}
-        chunks, offsets = self.chunk(texts)
+        return self.score_chunked(*self.chunk(texts), aggregation)
+
+    def score_chunked(
+        self, chunks: list[str], offsets: np.ndarray, aggregation: dict[str, Any] | None = None
+    ) -> dict[str, np.ndarray]:
+        """`score` of texts already cut by `chunk` (for callers that also look at the chunks)."""
+        if len(offsets) == 0:
+            return {d: np.zeros(0, dtype=np.float32) for d in self.dimensions}
         per_chunk = self.score_chunks(chunks)
-        method = aggregation or self.aggregation
-        if len(chunks) == len(texts):
+        if len(chunks) == len(offsets):
             return {d: v.astype(np.float32) for d, v in per_chunk.items()}
+        method = aggregation or self.aggregation
         return {d: aggregate(v, offsets, method).astype(np.float32) for d, v in per_chunk.items()}
 
 

@@ -48,7 +48,8 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def has_lone_surrogates(value: str) -> bool:
-    return _SURROGATE.search(value) is not None
+    # readers call this on every record: ASCII text (most of it) skips the regex scan
+    return not value.isascii() and _SURROGATE.search(value) is not None
 
 
 def without_surrogates(value: str) -> str:

@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from classifiers.bundle import BundleError, load_bundle
-from classifiers.normalize import has_lone_surrogates, normalize_tokens, without_surrogates
+from classifiers.normalize import has_lone_surrogates, without_surrogates
 from classifiers.profiles import ProfileError, load_profile
 
 BATCH = 2048
+EMPTY = "no words to score after normalisation (empty, or only URLs/mentions)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,21 +101,26 @@ def main(args: argparse.Namespace) -> int:
     scored = bad = repaired = 0
 
     def flush(batch: list[tuple[dict | None, str | None]]) -> None:
-        nonlocal scored
+        nonlocal scored, bad
         good = [record["text"] for record, error in batch if error is None]
-        scores = bundle.score(good)
+        chunks, offsets = bundle.chunk(good)
+        scores = bundle.score_chunked(chunks, offsets)
         prosocial = profile.aggregate(scores)
         index = 0
         for record, error in batch:
             row: dict = {"id": _repair(record.get("id"))[0] if record else None}
+            if error is None and chunks[offsets[index]] == "":
+                # nothing left to score (blank, or only URLs and mentions): the models' score of the empty
+                # line is a constant that means nothing, so it is not reported as one
+                error, index, bad = EMPTY, index + 1, bad + 1
             if error is None:
                 row["prosocial"] = round(float(prosocial[index]), 6)
                 row.update({d: round(float(scores[d][index]), 6) for d in bundle.dimensions})
                 index += 1
+                scored += 1
             else:
                 row.update({"prosocial": None, **dict.fromkeys(bundle.dimensions), "error": error})
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        scored += index
 
     try:
         batch: list[tuple[dict | None, str | None]] = []
@@ -122,11 +128,7 @@ def main(args: argparse.Namespace) -> int:
             if error is None:
                 record["text"], fixed = _repair(record["text"])
                 repaired += fixed
-                if not normalize_tokens(record["text"]):
-                    # nothing left to score (blank, or only URLs and mentions): a model's score of the empty
-                    # line is a constant that means nothing, so it is not reported as one
-                    error = "no words to score after normalisation (empty, or only URLs/mentions)"
-            if error is not None:
+            else:
                 bad += 1
             batch.append((record, error))
             if len(batch) >= BATCH:
