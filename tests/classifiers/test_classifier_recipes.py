@@ -97,7 +97,13 @@ def test_shipped_recipes_validate_and_license_filter():
 
 def test_soft_labels_and_balance():
     assert fasttext_line(Example("a b", 1.0, "s")) == "__label__1 a b"
-    assert fasttext_line(Example("a b", 0.5, "s")) == "__label__1 __label__0 a b"
+    # neutral: one line per label, so every pass teaches exactly P = 0.5 (not a coin flip per visit)
+    assert fasttext_line(Example("a b", 0.5, "s")) == "__label__1 a b\n__label__0 a b"
+    assert (
+        fasttext_line(Example("a b", 0.2, "s"))
+        == "__label__1 __label__0 __label__0 __label__0 __label__0 a b"
+    )
+    assert fasttext_line(Example("a b", 0.0, "s")) == "__label__0 a b"
     examples = [Example(f"pos {i}", 1.0, "s") for i in range(10)] + [
         Example(f"neg {i}", 0.0, "s") for i in range(40)
     ]
