@@ -75,9 +75,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         entry = manifest["models"][dim]
         for name, m in entry.get("metrics", {}).items():
             name = "calibration split (fitted on)" if name == "calib" else name
+            # no F1/ECE for "neutral ranks above negative" sets (see train.binary_metrics)
+            f1 = f"{_fmt(m['f1'])} @ {entry['threshold']:.2f}" if "f1" in m else "-"
+            ece = _fmt(m["ece"]) if "ece" in m else "-"
             lines.append(
-                f"| {dim} | {name} | {m.get('n_pos')} / {m.get('n_neg')} | {_fmt(m.get('auc'))} | "
-                f"{_fmt(m.get('f1'))} @ {entry['threshold']:.2f} | {_fmt(m.get('ece'))} |"
+                f"| {dim} | {name} | {m.get('n_pos')} / {m.get('n_neg')} | {_fmt(m.get('auc'))} | {f1} | {ece} |"
             )
     hp = manifest["hyperparameters"]
     lines += [

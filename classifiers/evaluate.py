@@ -97,12 +97,9 @@ def evaluate_dimension(
     for name, scorer in scorers.items():
         results[name] = {}
         for source, examples in sets.items():
-            metrics = binary_metrics(scorer(_texts(examples)), _targets(examples), thresholds[name])
-            if not np.any(_targets(examples) == 1.0):
-                # "neutral ranks above negative": the models learnt P = 0.5 for neutral rows, so F1 and
-                # calibration error against a relabelled 1.0 measure nothing; only the ranking (AUC) counts
-                metrics = {k: v for k, v in metrics.items() if k not in ("f1", "ece")}
-            results[name][source] = metrics
+            results[name][source] = binary_metrics(
+                scorer(_texts(examples)), _targets(examples), thresholds[name]
+            )
     return results
 
 

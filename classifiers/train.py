@@ -229,13 +229,16 @@ def fit_calibration(raw: np.ndarray, targets: np.ndarray, lengths: np.ndarray | 
 def binary_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, float]:
     """ROC-AUC, F1 at `threshold`, expected calibration error (10 bins) on the hard-labelled rows.
 
-    Sets without positives but with neutral rows are scored as "neutral ranks above negative" (0.5 -> 1).
+    Sets without positives but with neutral rows are scored as "neutral ranks above negative" (0.5 -> 1), by
+    AUC only: the models learn P = 0.5 for neutral rows, so F1 and calibration error against a relabelled 1.0
+    would measure nothing.
     """
     from sklearn.metrics import f1_score, roc_auc_score
 
     targets = np.asarray(targets, dtype=float)
     scores = np.asarray(scores, dtype=float)
-    if not np.any(targets == 1.0) and np.any(targets == 0.5):
+    ranking_only = not np.any(targets == 1.0) and np.any(targets == 0.5)
+    if ranking_only:
         targets = np.where(targets == 0.5, 1.0, targets)
     hard = (targets == 0.0) | (targets == 1.0)
     y, s = targets[hard], scores[hard]
@@ -244,6 +247,8 @@ def binary_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float) ->
     if n_pos == 0 or n_neg == 0:
         return out
     out["auc"] = round(float(roc_auc_score(y, s)), 4)
+    if ranking_only:
+        return out
     out["f1"] = round(float(f1_score(y, s >= threshold)), 4)
     bins = np.clip((s * 10).astype(int), 0, 9)
     ece = sum(

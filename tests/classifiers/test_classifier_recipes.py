@@ -10,7 +10,7 @@ import pytest
 from classifiers.dataset import Example, balance, build_seed_data
 from classifiers.normalize import chunk_tokens, normalize
 from classifiers.recipes import RECIPE_DIR, RecipeError, label_source, load_recipe, load_recipes, load_source
-from classifiers.train import fasttext_line
+from classifiers.train import binary_metrics, fasttext_line
 
 
 def _write_source(root):
@@ -93,6 +93,17 @@ def test_shipped_recipes_validate_and_license_filter():
     assert dims == {"care", "respect", "constructiveness", "virtue"}
     with pytest.raises(RecipeError):
         load_recipes(RECIPE_DIR, licenses="some")
+
+
+def test_neutral_vs_negative_sets_report_ranking_only():
+    scores = np.array([0.6, 0.55, 0.4, 0.3, 0.5])
+    ranking = binary_metrics(scores, np.array([0.5, 0.5, 0.0, 0.0, 0.5]), 0.5)
+    # neutral rows were learnt as P = 0.5: F1/ECE against a relabelled 1.0 would measure nothing
+    assert set(ranking) == {"n_pos", "n_neg", "auc"} and ranking["auc"] == 1.0 and ranking["n_pos"] == 3
+    hard = binary_metrics(scores, np.array([1.0, 1.0, 0.0, 0.0, 0.5]), 0.5)
+    assert {"auc", "f1", "ece"} <= set(hard) and hard[
+        "n_pos"
+    ] == 2  # neutral rows left out when positives exist
 
 
 def test_soft_labels_and_balance():
