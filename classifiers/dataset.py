@@ -61,6 +61,19 @@ class SeedData:
     counts: dict[str, dict[str, int]]  # source -> {rows, eval, calib, train, dropped_eval_overlap, ...}
 
 
+def calibration_as_eval(data: DimensionData) -> DimensionData:
+    """The dimension with its calibration split, per source, in place of the evaluation sets.
+
+    Why: choosing settings by their evaluation-split scores makes those scores optimistic. Tuning on the
+    calibration split (held out from training too) keeps the evaluation split for the final report. Ranking
+    (AUC) is unaffected by the calibration fitted on it, apart from constructiveness's length term.
+    """
+    by_source: dict[str, list[Example]] = defaultdict(list)
+    for e in data.calib:
+        by_source[e.source].append(e)
+    return DimensionData(train=data.train, calib=data.calib, eval=dict(sorted(by_source.items())))
+
+
 def eval_texts_sha256(data: DimensionData) -> str:
     """Fingerprint of a dimension's evaluation texts: recorded at training, checked by `corpus classifier eval`
     to prove the bundle was trained around exactly these evaluation splits (never on them)."""

@@ -89,6 +89,30 @@ def test_train_eval_and_license_filter(tmp_path, capsys):
     assert data["throughput"]["fasttext"] > 0 and data["throughput"]["tfidf-lr"] > 0
     assert "| care | open |" in printed and "prosocial[both] AUC" in printed
 
+    # tuning runs score the calibration split, so the evaluation split stays unseen
+    tuned = tmp_path / "calib.json"
+    calib_args = [
+        "--model",
+        str(out),
+        "--no-baselines",
+        "--profiles",
+        "--split",
+        "calib",
+        "--json",
+        str(tuned),
+    ]
+    assert corpus(["classifier", "eval", *args, *calib_args, "--markdown", str(tmp_path / "c.md")]) == 0
+    calib = json.loads(tuned.read_text())
+    assert calib["split"] == "calib" and "CALIBRATION splits" in (tmp_path / "c.md").read_text()
+    for source in ("open", "closed"):
+        on_calib, on_eval = (
+            calib["results"]["care"]["fasttext"][source],
+            data["results"]["care"]["fasttext"][source],
+        )
+        counts = manifest["sources"][[s["name"] for s in manifest["sources"]].index(source)]["counts"]
+        assert on_calib["n_pos"] + on_calib["n_neg"] == counts["calib"] != counts["eval"]
+        assert on_eval["n_pos"] + on_eval["n_neg"] == counts["eval"]
+
 
 def test_train_reports_bad_recipes(tmp_path, capsys):
     (tmp_path / "recipes").mkdir()
