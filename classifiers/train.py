@@ -504,9 +504,11 @@ def train_bundle(
             for dim in dims:
                 p = params.for_dimension(dim)
                 if p.self_pretrain and not p.pretrained_vectors and p.dim not in vectors:
+                    # every dimension's texts, also when training only some: a one-dimension retrain (a
+                    # tuning run) then starts from the same vectors as the full build and reproduces its model
                     texts = [
                         e.text
-                        for d in dims
+                        for d in sorted(seed_data.dimensions)
                         for e in seed_data.dimensions[d].train + seed_data.dimensions[d].calib
                     ]
                     vectors[p.dim] = pretrain_vectors(texts, p.dim, p.pretrain_epoch, Path(tmp), log)

@@ -12,7 +12,7 @@ from classifiers.testing import tiny_texts
 from pipelines.cli import main as corpus
 
 
-def _make_source(root, name="toy", commercial=True, n=600, seed=0):
+def _make_source(root, name="toy", commercial=True, n=600, seed=0, dimensions=("respect", "care")):
     folder = root / "seeds" / name
     folder.mkdir(parents=True)
     texts, labels = tiny_texts(n, seed=seed)
@@ -30,9 +30,11 @@ def _make_source(root, name="toy", commercial=True, n=600, seed=0):
             local: {{folder: {name}, builder: csv, splits: {{all: [data.csv]}}}}
             text: text
             labels:
-              respect: {{positive: {{column: label, eq: 1}}, negative: {{column: label, eq: 0}}}}
-              care: {{positive: {{column: label, eq: 1}}, negative: {{column: label, eq: 0}}}}
             """
+        )
+        + "".join(
+            f"  {d}: {{positive: {{column: label, eq: 1}}, negative: {{column: label, eq: 0}}}}\n"
+            for d in dimensions
         )
     )
 
@@ -112,6 +114,21 @@ def test_train_eval_and_license_filter(tmp_path, capsys):
         counts = manifest["sources"][[s["name"] for s in manifest["sources"]].index(source)]["counts"]
         assert on_calib["n_pos"] + on_calib["n_neg"] == counts["calib"] != counts["eval"]
         assert on_eval["n_pos"] + on_eval["n_neg"] == counts["eval"]
+
+
+def test_one_dimension_retrain_reproduces_the_full_build(tmp_path):
+    """Self-pretrained vectors come from every dimension's texts, so tuning one dimension alone is faithful."""
+    _make_source(tmp_path, "open", commercial=True, seed=0)
+    _make_source(tmp_path, "respect-only", seed=1, dimensions=("respect",))  # texts care never trains on
+    args = ["--seeds", str(tmp_path / "seeds"), "--recipes", str(tmp_path / "recipes"), *TINY]
+    args += ["--param", "care.self_pretrain=true", "--param", "pretrain_epoch=1"]
+    assert corpus(["classifier", "train", *args, "--out", str(tmp_path / "full")]) == 0
+    assert (
+        corpus(["classifier", "train", *args, "--dimensions", "care", "--out", str(tmp_path / "care")]) == 0
+    )
+    full, alone = (load_bundle(tmp_path / name).manifest["models"]["care"] for name in ("full", "care"))
+    assert full["pretrained_vectors"]["sha256"] == alone["pretrained_vectors"]["sha256"]
+    assert full["sha256"] == alone["sha256"]
 
 
 def test_train_reports_bad_recipes(tmp_path, capsys):
