@@ -93,7 +93,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         *(f"{k}: {v}" for k, v in sorted(hp.items())),
         "```",
         "",
-        "| model | file | bytes | sha256 of training file | training lines |",
+        "| model | file | bytes | sha256 of training file | training examples (after balancing; a neutral one is two lines) |",
         "|---|---|---|---|---|",
     ]
     for dim in manifest["dimensions"]:

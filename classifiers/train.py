@@ -72,8 +72,8 @@ class TrainParams:
     card for what they achieve. `per_dimension` overrides them where a dimension's data differs: care mixes
     four sources of short comments and gains most from character n-grams and few epochs (10 epochs over the
     repeated positives overfit: GoEmotions 0.868 at 10, 0.886 at 4), respect has the most data and does best with
-    plain word bigrams, no repeated lines and retraining after quantisation (`qretrain`), virtue (ETHICS scenarios, where word order matters) gains from word trigrams,
-    constructiveness needs the length term.
+    plain word bigrams, no repeated lines and retraining after quantisation (`qretrain`), virtue (ETHICS
+    scenarios, where word order matters) gains from word trigrams, constructiveness needs the length term.
     """
 
     dim: int = 64
@@ -357,11 +357,7 @@ def train_dimension(
     params = params.for_dimension(name)
     params.check()
     examples = balance(
-        data.train,
-        params.max_per_source,
-        params.max_repeat,
-        params.seed,
-        params.min_per_source,
+        data.train, params.max_per_source, params.max_repeat, params.seed, params.min_per_source
     )
     train_file = workdir / f"{name}.train.txt"
     data_sha = write_training_file(examples, train_file, params.seed)
@@ -416,7 +412,7 @@ def train_dimension(
         "metrics": metrics,
     }
     summary = ", ".join(f"{k}: auc={v.get('auc')}" for k, v in metrics.items())
-    log(f"  {name}: {len(examples)} lines, {entry['bytes'] / 1e6:.2f} MB; {summary}")
+    log(f"  {name}: {len(examples)} examples, {entry['bytes'] / 1e6:.2f} MB; {summary}")
     return model_path, entry
 
 
