@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field
 
 from classifiers.yamlconfig import ConfigFileError, load_model
@@ -179,17 +180,13 @@ SYSTEM_PROMPT = (
 )
 
 
-# Names for the prompt; validation checks the lid.176 code (synthetic.language), so the prompt must ask for it.
-LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-    "nl": "Dutch", "pl": "Polish", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish",
-    "cs": "Czech", "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish", "ar": "Arabic", "hi": "Hindi",
-    "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "id": "Indonesian", "vi": "Vietnamese", "el": "Greek",
-}  # fmt: skip
-
-
 def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code, f"the language with ISO 639 code '{code}'")
+    """The English name of a lid.176 language code (CLDR, via babel): validation checks `synthetic.language`,
+    so the prompt must ask for that very language."""
+    try:
+        return Locale.parse(code).get_display_name("en")
+    except (ValueError, UnknownLocaleError):
+        return f"the language with ISO 639 code '{code}'"
 
 
 def build_messages(

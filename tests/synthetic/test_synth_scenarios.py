@@ -69,7 +69,8 @@ def test_prompt_asks_for_the_language_validation_expects():
     scenario = ScenarioSampler(grid, seed=0).sample(0)
     assert "conversation in English" in build_messages(scenario, grid, 4, 8, 500)[-1]["content"]
     assert "conversation in German" in build_messages(scenario, grid, 4, 8, 500, "de")[-1]["content"]
-    assert "ISO 639 code 'sw'" in build_messages(scenario, grid, 4, 8, 500, "sw")[-1]["content"]
+    assert "conversation in Swahili" in build_messages(scenario, grid, 4, 8, 500, "sw")[-1]["content"]
+    assert "ISO 639 code 'qx'" in build_messages(scenario, grid, 4, 8, 500, "qx")[-1]["content"]
 
 
 def test_prompt_lists_the_failure_modes_and_asks_for_json():
