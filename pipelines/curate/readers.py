@@ -19,6 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 import fsspec
@@ -55,6 +56,14 @@ _UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirect
 
 class BadInputError(ValueError):
     """strict mode: a bad input, named by file and offset, and what was expected."""
+
+
+@lru_cache(maxsize=64)
+def _label(path: str) -> str:
+    """The path as written into ids, metadata, exclusions, logs and errors. Why: a file name that is not UTF-8
+    comes back from the OS as lone surrogates, which no UTF-8 writer (Parquet, orjson, the console) accepts.
+    Cached: every document of a file asks for the same path."""
+    return without_surrogates(path) if has_lone_surrogates(path) else path
 
 
 def _lookup(record: dict[str, Any], dotted: str) -> Any:
@@ -241,6 +250,7 @@ class CurateReader(PipelineStep):
 
     # -- accounting ---------------------------------------------------------------------------------------
     def _fail(self, path: str, offset: int | None, what: str) -> None:
+        path = _label(path)
         where = f"{path} at offset {offset}" if offset is not None else path
         raise BadInputError(f"{where}: {what}")
 
@@ -253,13 +263,14 @@ class CurateReader(PipelineStep):
         if self.strict:
             self._fail(path, offset, what)
         if self._excluded is not None:
+            path = _label(path)
             doc = Document(text=preview[:PREVIEW_CHARS], id=f"{path}#{offset}")
             doc.metadata.update(source=path, source_offset=offset, filter_reason=reason, detail=what)
             self._excluded.write(doc, self._rank)
 
     def _file_error(self, reason: str, path: str, offset: int | None, what: str) -> None:
         self.stat_update(f"file_error_{reason}")
-        logger.warning(f"bad input ({reason}): {path} at offset {offset}: {what}")
+        logger.warning(f"bad input ({reason}): {_label(path)} at offset {offset}: {what}")
         if self.strict:
             self._fail(path, offset, what)
 
@@ -282,8 +293,7 @@ class CurateReader(PipelineStep):
     ) -> Document:
         self.stat_update("documents_in")
         self.stat_update("bytes_in", value=size, unit="doc")
-        if has_lone_surrogates(path):  # a file name that is not UTF-8 (os hands its bytes back as surrogates)
-            path = without_surrogates(path)
+        path = _label(path)
         return Document(
             text=text,
             id=f"{path}#{offset}",
@@ -575,9 +585,13 @@ class CurateReader(PipelineStep):
                 text_line,
             )
             return None
-        return self._record_doc(record, path, offset, len(line))
+        # only a \uD800-\uDFFF escape makes a lone surrogate: a byte search spares the scan of every text
+        escapes = b"\\ud" in line or b"\\uD" in line
+        return self._record_doc(record, path, offset, len(line), escapes)
 
-    def _record_doc(self, record: dict[str, Any], path: str, offset: int, size: int) -> Document | None:
+    def _record_doc(
+        self, record: dict[str, Any], path: str, offset: int, size: int, escapes: bool = False
+    ) -> Document | None:
         field = self.settings.text_field
         text = _lookup(record, field)
         if not isinstance(text, str):
@@ -591,7 +605,7 @@ class CurateReader(PipelineStep):
             return None
         url = _first_url(record, self.settings.url_fields)
         date = _first_date(record, self.settings.date_fields)
-        if any(has_lone_surrogates(value) for value in (text, url, date) if value):
+        if escapes and any(has_lone_surrogates(value) for value in (text, url, date) if value):
             # keep the record: the language filter and the Parquet writer would fail on the whole rank
             text, url, date = (without_surrogates(v) if v else v for v in (text, url, date))
             self._repaired(INVALID_UTF8, path, offset, "lone surrogate escapes (replaced by U+FFFD)")

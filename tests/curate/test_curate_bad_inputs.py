@@ -230,10 +230,25 @@ def test_file_name_that_is_not_utf8(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.jsonl"), "wb") as f:
-        f.write((json.dumps({"text": prose(1)}) + "\n").encode())
+        f.write((json.dumps({"text": prose(1)}) + "\n{not json}\n").encode())
     docs, _ = read_reader([folder])
     assert [d.text for d in docs] == [prose(1)]
     assert docs[0].metadata["source"].endswith("caf\ufffd.jsonl") and docs[0].id.encode()
+
+    # the dropped line reaches the exclusions (orjson refuses surrogates) and strict mode's message
+    from pipelines.curate.inputs import make_plan
+    from pipelines.curate.readers import CurateReader
+    from pipelines.curate.settings import ReadSettings
+
+    plan = make_plan([str(folder)], tasks=1, workers=1, split_bytes=64 << 20, min_split_bytes=1 << 12)
+    reader = CurateReader(plan, ReadSettings(), exclusion_dir=str(tmp_path / "excluded"))
+    assert len(list(reader.run(None, 0, 1))) == 1
+    with gzip.open(next((tmp_path / "excluded" / "read").glob("*.jsonl.gz")), "rt") as f:
+        excluded = [json.loads(line) for line in f]
+    assert [e["metadata"]["filter_reason"] for e in excluded] == ["invalid_json"]
+    assert excluded[0]["metadata"]["source"].endswith("caf\ufffd.jsonl")
+    with pytest.raises(BadInputError, match="caf\ufffd.jsonl at offset"):
+        read_reader([folder], strict=True)
 
 
 def test_invalid_utf8_in_parquet_strings_is_replaced_and_counted(tmp_path):
