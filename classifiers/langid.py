@@ -65,7 +65,6 @@ def check_lid_model(path: Path, timeout: float = 120.0) -> None:
 
 def lid_languages(path: Path) -> set[str]:
     """The language codes the model at `path` can return (`en`, `de`, ... for lid.176)."""
-    import fasttext
+    from classifiers.bundle import load_fasttext
 
-    fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return {label.removeprefix("__label__") for label in fasttext.load_model(str(path)).get_labels()}
+    return {label.removeprefix("__label__") for label in load_fasttext(path).get_labels()}

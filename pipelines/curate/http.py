@@ -80,6 +80,10 @@ def _unbrotli(body: bytes, limit: int) -> bytes:
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """Decoded body, never more than `limit` + 1 bytes: a small compressed body can expand a thousandfold
     (a 70 KB gzip to 36 MB), so the size limit has to hold while decoding, not only on the raw record."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate", "br"):
+        raise HttpError("decode_error", f"unsupported Content-Encoding {encoding!r}")
     try:
         if encoding in ("gzip", "x-gzip"):
             out = _inflate(zlib.decompressobj(47), body, limit)  # gzip or zlib header, auto-detected
@@ -88,16 +92,10 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
                 out = _inflate(zlib.decompressobj(), body, limit)
             except zlib.error:
                 out = _inflate(zlib.decompressobj(-15), body, limit)  # raw deflate, as some servers send
-        elif encoding == "br":
-            out = _unbrotli(body, limit)
-        elif encoding in ("", "identity"):
-            return body
         else:
-            raise HttpError("decode_error", f"unsupported Content-Encoding {encoding!r}")
+            out = _unbrotli(body, limit)
     except ImportError:
         raise HttpError("decode_error", "brotli-encoded body and no brotli module") from None
-    except HttpError:
-        raise
     except Exception as exc:
         raise HttpError("decode_error", f"cannot decode {encoding} body ({exc})") from None
     if len(out) > limit:
