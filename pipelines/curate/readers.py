@@ -35,6 +35,7 @@ from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
 from pipelines.curate.streams import (
     GzipMembers,
+    ZstdFrames,
     find_gzip_member,
     find_warc_record,
     warc_record_end,
@@ -48,8 +49,6 @@ _CANONICAL = re.compile(
     re.IGNORECASE,
 )
 _CHUNK = 1 << 16
-# zstd input fed at a time: decompressobj has no output limit, and 1 KB expands to at most about 32 MB.
-_ZSTD_FEED = 1 << 10
 # Opening a unit's file fails like this when it was deleted, made unreadable or replaced since planning.
 _UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -163,64 +162,6 @@ def _gunzip(raw: Any, limit: int) -> tuple[bytes, str | None, str | None]:
     if stream.corrupt:
         return bytes(out), "corrupt_gzip", "bytes after the last gzip member are not gzip data"
     return bytes(out), None, None
-
-
-class _ZstdFrames(io.RawIOBase):
-    """Decompressed bytes of a file of zstd frames; every byte decoded is returned before an error is raised.
-
-    Why not ZstdDecompressor.stream_reader: a file cut inside a frame just ends there (no error, the tail
-    vanishes and a tiny file looks empty), and on junk after the last frame it raises without returning the
-    output decoded from the same chunk, losing the last records. Here a cut frame raises EOFError and junk
-    raises ZstdError, each only once all the output before it has been read.
-    """
-
-    def __init__(self, raw: Any):
-        import zstandard
-
-        super().__init__()
-        self._raw = raw
-        self._new_frame = zstandard.ZstdDecompressor().decompressobj
-        self._frame: Any = None  # decompressor of the current frame; None between frames
-        self._out = b""
-        self._pos = 0
-        self._error: Exception | None = None
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _fill(self) -> None:
-        import zstandard
-
-        data, out = self._raw.read(_ZSTD_FEED), []
-        if not data:
-            self._done = True
-            if self._frame is not None:
-                self._error = EOFError("zstd stream ends inside a frame (truncated file)")
-        try:
-            while data:
-                if self._frame is None:
-                    self._frame = self._new_frame()
-                out.append(self._frame.decompress(data))
-                data = b""
-                if self._frame.eof:
-                    data, self._frame = self._frame.unused_data, None
-        except zstandard.ZstdError as exc:
-            self._error, self._done = exc, True
-        self._out, self._pos = b"".join(out), 0
-
-    def readinto(self, buffer: Any) -> int:
-        while self._pos >= len(self._out) and not self._done:
-            self._fill()
-        if self._pos >= len(self._out):
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            return 0
-        n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = memoryview(self._out)[self._pos : self._pos + n]
-        self._pos += n
-        return n
 
 
 def _canonical_url(data: bytes) -> str | None:
@@ -508,7 +449,7 @@ class CurateReader(PipelineStep):
         if unit.compression == "gzip":
             return gzip.GzipFile(fileobj=raw)
         if unit.compression == "zstd":
-            return io.BufferedReader(_ZstdFrames(raw))
+            return io.BufferedReader(ZstdFrames(raw))
         return raw
 
     def _read_jsonl(self, unit: WorkUnit) -> Iterator[Document]:

@@ -1,4 +1,5 @@
-"""Byte streams for splitting and reading WARC files: gzip members with their offsets, record boundaries.
+"""Byte streams for splitting and reading inputs: gzip members with their offsets, zstd frames, WARC record
+boundaries.
 
 Why our own gzip layer under FastWARC: FastWARC's reader stops silently at a truncated gzip (the real
 `clipped.warc.gz` yields a short record and no error), and it reports record offsets in the *decompressed*
@@ -13,13 +14,37 @@ from __future__ import annotations
 import bisect
 import io
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 _CHUNK = 1 << 16
+# zstd input fed at a time: decompressobj has no output limit, and 1 KB expands to at most about 32 MB.
+_ZSTD_FEED = 1 << 10
 
 
-class GzipMembers(io.RawIOBase):
+class _ChunkedOutput(io.RawIOBase):
+    """A forward-only raw stream whose subclass decodes a chunk at a time into `_out` (`_fill`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._out = b""
+        self._out_pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _serve(self, buffer) -> int:
+        """Copy decoded bytes not yet read into `buffer`; 0 when none are left."""
+        n = min(len(buffer), len(self._out) - self._out_pos)
+        if n <= 0:
+            return 0
+        buffer[:n] = memoryview(self._out)[self._out_pos : self._out_pos + n]
+        self._out_pos += n
+        return n
+
+
+class GzipMembers(_ChunkedOutput):
     """Decompressed view of a multi-member gzip file from compressed offset `start`.
 
     Reading stops at the first member that starts at or after `stop` (None: end of file). Afterwards
@@ -43,12 +68,6 @@ class GzipMembers(io.RawIOBase):
         self._member_in: list[int] = []  # its compressed offset
         self._decomp: zlib._Decompress | None = None
         self._pending = b""  # compressed bytes read but not yet fed
-        self._out = b""
-        self._out_pos = 0
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
 
     # FastWARC asks for tell() once and panics on a stream without seek support, so offer no-op seeks.
     def seekable(self) -> bool:
@@ -128,12 +147,54 @@ class GzipMembers(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         self._fill()
-        available = len(self._out) - self._out_pos
-        if available <= 0:
-            return 0
-        n = min(len(buffer), available)
-        buffer[:n] = memoryview(self._out)[self._out_pos : self._out_pos + n]
-        self._out_pos += n
+        return self._serve(buffer)
+
+
+class ZstdFrames(_ChunkedOutput):
+    """Decompressed bytes of a file of zstd frames; every byte decoded is returned before an error is raised.
+
+    Why not ZstdDecompressor.stream_reader: a file cut inside a frame just ends there (no error, the tail
+    vanishes and a tiny file looks empty), and on junk after the last frame it raises without returning the
+    output decoded from the same chunk, losing the last records. Here a cut frame raises EOFError and junk
+    raises ZstdError, each only once all the output before it has been read.
+    """
+
+    def __init__(self, raw: Any):
+        import zstandard
+
+        super().__init__()
+        self._raw = raw
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._frame: Any = None  # decompressor of the current frame; None between frames
+        self._error: Exception | None = None
+
+    def _fill(self) -> None:
+        import zstandard
+
+        data, out = self._raw.read(_ZSTD_FEED), []
+        if not data:
+            self._done = True
+            if self._frame is not None:
+                self._error = EOFError("zstd stream ends inside a frame (truncated file)")
+        try:
+            while data:
+                if self._frame is None:
+                    self._frame = self._new_frame()
+                out.append(self._frame.decompress(data))
+                data = b""
+                if self._frame.eof:
+                    data, self._frame = self._frame.unused_data, None
+        except zstandard.ZstdError as exc:
+            self._error, self._done = exc, True
+        self._out, self._out_pos = b"".join(out), 0
+
+    def readinto(self, buffer: Any) -> int:
+        while self._out_pos >= len(self._out) and not self._done:
+            self._fill()
+        n = self._serve(buffer)
+        if n == 0 and self._error is not None:
+            error, self._error = self._error, None
+            raise error
         return n
 
 
