@@ -31,6 +31,7 @@ from typing import Any
 
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import copy_atomic
 from pipelines.cluster import connect
 from pipelines.config import ConfigError, CorpusConfig, dump_config
 from pipelines.context import RunContext
@@ -169,9 +170,7 @@ def carry_dialogues(out: Path, midtrain: Path) -> int:
         name = path.name if path.name.startswith("carry-") else f"carry-{latest}-{path.name}"
         target = midtrain / name
         if not (target.is_file() and target.stat().st_size == path.stat().st_size):
-            tmp = midtrain / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
+            copy_atomic(path, target)
         rows += pq.ParquetFile(target).metadata.num_rows
     return rows
 

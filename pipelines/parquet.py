@@ -3,7 +3,7 @@
 Why atomic: readers (dedup, mix, publish, `datasets.load_dataset`) glob `*.parquet`. A rank that crashes
 half-way must never leave a file that looks complete, so every file is written as a hidden temp file
 (`.<name>.tmp-<random>`) in the destination folder and renamed into place only after the Parquet footer is
-written. On a local disk the rename is atomic; on object stores (`s3://`) it is a copy-then-delete, which still
+written (pipelines/atomic.py: fsync, rename, fsync the folder). On a local disk the rename is atomic; on object stores (`s3://`) it is a copy-then-delete, which still
 never exposes a partial file under the final name.
 
 The scored-document contract (docs/architecture.md) is pinned here so that curate, dedup and mix agree on
@@ -14,13 +14,14 @@ dimension.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.atomic import commit, is_local, temp_name
 
 SCHEMA_VERSION = "scored-document/1"
 
@@ -88,16 +89,6 @@ def score_dimensions(schema: pa.Schema) -> list[str]:
     return [name[3:] for name in schema.names if name.startswith("ps_")]
 
 
-def _temp_name(path: str) -> str:
-    folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    temp = f".{name}.tmp-{uuid.uuid4().hex[:12]}"
-    return f"{folder}/{temp}" if folder else temp
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
 class AtomicParquetWriter:
     """Stream record batches into one Parquet file that appears under its final name only when complete.
 
@@ -125,7 +116,7 @@ class AtomicParquetWriter:
         self.rows_written = 0
         self._compression = compression
         self._compression_level = compression_level
-        self._temp = _temp_name(self.path)
+        self._temp = temp_name(self.path)
         self._file = None
         self._writer: pq.ParquetWriter | None = None
         self._columns: dict[str, list[Any]] = {name: [] for name in schema.names}
@@ -208,8 +199,8 @@ class AtomicParquetWriter:
         self._open()  # a writer with no rows still produces a valid, empty file
         self._writer.close()
         self._file.close()
-        if _is_local(self.fs):
-            os.replace(self._temp, self.path)
+        if is_local(self.fs):
+            commit(self._temp, self.path)
         else:
             self.fs.mv(self._temp, self.path)
         self._closed = True
@@ -244,22 +235,6 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any) 
     with AtomicParquetWriter(path, table.schema, **kwargs) as writer:
         writer.write_table(table)
     return writer.path
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> str:
-    """Write small files (JSON counts, plans) with the same temp-then-rename rule."""
-    fs, fs_path = fsspec.core.url_to_fs(str(path))
-    parent = fs_path.rsplit("/", 1)[0] if "/" in fs_path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    temp = _temp_name(fs_path)
-    with fs.open(temp, "wb") as f:
-        f.write(data)
-    if _is_local(fs):
-        os.replace(temp, fs_path)
-    else:
-        fs.mv(temp, fs_path)
-    return fs_path
 
 
 def list_parquet(folder: str | os.PathLike) -> list[str]:

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
-from pipelines.parquet import list_parquet, write_bytes_atomic, write_table_atomic
+from pipelines.atomic import write_json_atomic
+from pipelines.parquet import list_parquet, write_table_atomic
 from synthetic.schema import dialogue_schema
 from synthetic.settings import SyntheticSettings
 
@@ -95,9 +96,7 @@ class SynthesizeChunks(PipelineStep):
             if value:
                 self.stat_update(key.replace("reason:", "rejected_"), value=value)
         # the sidecar first: a chunk file never exists without its counts
-        write_bytes_atomic(
-            json.dumps(counts, sort_keys=True).encode(), stage / "counts" / f"chunk-{rank:05d}.json"
-        )
+        write_json_atomic(stage / "counts" / f"chunk-{rank:05d}.json", counts, sort_keys=True)
         table = pa.Table.from_pylist(result.rows, schema=dialogue_schema(result.dimensions, attempts=True))
         write_table_atomic(table, chunk_path)
         yield from ()
@@ -387,7 +386,7 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
             "seconds": round(time.time() - start, 1),
         }
     )
-    write_bytes_atomic(json.dumps(summary, indent=2, sort_keys=True).encode(), stage / "summary.json")
+    write_json_atomic(stage / "summary.json", summary, indent=2, sort_keys=True)
     logger.info(
         f"synthesize: {summary['attempted']} attempted, {summary['accepted']} accepted, "
         f"rejected by reason {summary['rejected_by_reason']}"

@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.atomic import atomic_path, write_json_atomic
 from pipelines.curate.output import counts_name, hashes_name, shard_name
-from pipelines.parquet import write_bytes_atomic, write_table_atomic
+from pipelines.parquet import write_table_atomic
 
 COUNTS_SCHEMA = pa.schema(
     [
@@ -66,8 +67,7 @@ def cross_rank_duplicates(ranks_dir: Path, world_size: int) -> dict[int, pa.Arra
 
 
 def _write_excluded(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as f:
+    with atomic_path(path) as temp, gzip.open(temp, "wt", encoding="utf-8") as f:
         for row in table.to_pylist():
             row["filter_reason"] = "exact_duplicate"
             f.write(json.dumps(row, default=str) + "\n")
@@ -108,7 +108,7 @@ def finalize_rank(
     counts["cross_rank_duplicates"] = removed
     counts["shard"] = f"output/{shard_name(rank)}" if target.exists() else None
     counts["unaccounted"] = counts["documents_in"] - counts["documents_out"] - sum(counts["dropped"].values())
-    write_bytes_atomic(json.dumps(counts, indent=1).encode(), final_counts)
+    write_json_atomic(final_counts, counts, indent=1)
     return counts
 
 

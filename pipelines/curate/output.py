@@ -12,7 +12,6 @@ mode), so a lost document can never go unnoticed.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,7 +19,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
-from pipelines.parquet import AtomicParquetWriter, scored_schema, write_bytes_atomic
+from pipelines.atomic import write_json_atomic
+from pipelines.parquet import AtomicParquetWriter, scored_schema
 
 HASH_SCHEMA_FIELDS = ("content_hash",)
 
@@ -155,6 +155,6 @@ class RankLedger(PipelineStep):
             logger.error(message)
             if self.strict:
                 raise RuntimeError(message)
-        write_bytes_atomic(json.dumps(counts, indent=1).encode(), f"{self.folder}/{counts_name(rank)}")
+        write_json_atomic(f"{self.folder}/{counts_name(rank)}", counts, indent=1)
         return
         yield  # a generator, so datatrove can chain it

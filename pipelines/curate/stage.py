@@ -17,13 +17,13 @@ Stage folder `work/<run_id>/curate/`: `plan.json` (work units per rank), datatro
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import write_json_atomic, write_text_atomic
 from pipelines.config import ConfigError, CorpusConfig
 from pipelines.context import RunContext
 from pipelines.curate.inputs import InputError, Plan, discover, make_plan
@@ -144,9 +144,8 @@ def load_or_make_plan(stage: Path, inputs: list[str], config: CorpusConfig, work
         logger.warning(f"{STAGE}: inputs changed since {saved_path} was planned; starting the stage over")
         for sub in ("completions", "stats", "ranks", "output", "counts", "excluded", "logs"):
             shutil.rmtree(stage / sub, ignore_errors=True)
-    from pipelines.parquet import write_bytes_atomic
 
-    write_bytes_atomic(plan.to_json().encode(), saved_path)
+    write_text_atomic(saved_path, plan.to_json())
     return plan
 
 
@@ -252,7 +251,6 @@ def run_curate(ctx: RunContext, inputs: list[str]) -> dict[str, Any]:
         f"{STAGE}: {summary['documents_in']} documents in, {summary['documents_out']} out, "
         f"{sum(summary['dropped'].values())} dropped, {shards} shards in {stage / 'output'}"
     )
-    (stage / "summary.json").write_text(
-        json.dumps({**result, **summary, **facts, "shards": shards}, indent=1)
-    )
-    return {**result, **summary, **facts, "shards": shards}
+    summary = {**result, **summary, **facts, "shards": shards}
+    write_json_atomic(stage / "summary.json", summary, indent=1)
+    return summary

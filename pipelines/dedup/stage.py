@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +31,7 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import copy_atomic, write_json_atomic
 from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import PriorityCluster, PrioritySignature, RecordClusterSize, ScoredParquetWriter
 from pipelines.executor import DaskPipelineExecutor
@@ -294,10 +292,7 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
         dst = target / src.relative_to(staged)
         if dst.is_file() and dst.stat().st_size == src.stat().st_size:
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        copy_atomic(src, dst)
         added += 1
     if not existing.is_file():
         _write_json(existing, identity)
@@ -330,7 +325,4 @@ def _fingerprint(files: list[Path]) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=2, sort_keys=True)

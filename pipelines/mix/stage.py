@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from datatrove.utils.logging import logger
 
 from classifiers.profiles import Profile, load_profile
+from pipelines.atomic import commit_dir, write_json_atomic
 from pipelines.mix.copies import (
     CopyPlan,
     explode,
@@ -48,7 +49,7 @@ from pipelines.mix.copies import (
 )
 from pipelines.mix.settings import MixConfig
 from pipelines.mix.solver import solve_factors
-from pipelines.parquet import write_bytes_atomic, write_table_atomic
+from pipelines.parquet import write_table_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -242,10 +243,10 @@ def materialise(
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(folder, old)
-            os.replace(tmp, folder)
+            commit_dir(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, folder)
+            commit_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return list(results)
@@ -420,7 +421,7 @@ def mix_scored(
         "primary_profile": profiles[0].name,
         "profiles": entries,
     }
-    write_bytes_atomic(json.dumps(mixture, indent=2).encode(), mixture_path)
+    write_json_atomic(mixture_path, mixture, indent=2)
     return _summary(mixture)
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from pipelines.atomic import write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -84,9 +85,7 @@ def write_manifest(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
-    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False))
-    os.replace(tmp, root / MANIFEST)
+    write_json_atomic(root / MANIFEST, manifest, indent=2)
     return manifest
 
 

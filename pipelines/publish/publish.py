@@ -23,6 +23,7 @@ from typing import Any
 
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import fsync_dir, sync_tree
 from pipelines.context import RunContext
 from pipelines.publish.faults import fault_point
 from pipelines.publish.manifest import code_version, verify_version, write_manifest
@@ -60,31 +61,6 @@ def latest_version(out: Path) -> str | None:
 def next_version_id(out: Path) -> str:
     numbers = [version_number(v) for v in list_versions(out)]
     return f"v{max(numbers, default=0) + 1}"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or new entry in `path` durable (a rename is atomic at once, durable only after this)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_tree(root: Path) -> None:
-    """fsync every file and folder of a staged version before it is renamed into place.
-
-    Why: a crash leaves the page cache to the kernel, but a power cut does not; without this, a version that
-    `latest` points at could come back with files whose data never reached the disk.
-    """
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
 
 
 def flip_latest(out: Path, version: str) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import commit_dir, write_json_atomic
 from pipelines.publish.faults import fault_point
 
 STATE_FORMAT = 1
@@ -65,15 +66,8 @@ def input_mark(size: int, modified: str | None, etag: str | None) -> dict[str, A
     return {"size": int(size), "modified": modified, "etag": etag}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _save_json(path: Path, data: Any) -> None:
+    write_json_atomic(path, data, indent=1, sort_keys=True, default=str)
 
 
 class StateStore:
@@ -115,7 +109,7 @@ class StateStore:
 
     def save(self, state: State) -> None:
         state.updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_json_atomic(self.state_file, asdict(state))
+        _save_json(self.state_file, asdict(state))
 
     def shard_dirs(self, state: State | None) -> list[Path]:
         """The kept scored-document folders of every committed batch, oldest first."""
@@ -171,7 +165,7 @@ def read_journal(work: Path) -> dict[str, Any] | None:
 
 
 def write_journal(work: Path, journal: dict[str, Any]) -> None:
-    write_json_atomic(Path(work) / JOURNAL, journal)
+    _save_json(Path(work) / JOURNAL, journal)
 
 
 # -- commit ------------------------------------------------------------------------------------------------
@@ -215,7 +209,7 @@ def _add_batch(store: StateStore, batch: str, kept_dir: str | None) -> None:
     for path in sorted(source.glob("*.parquet")):
         if not path.name.startswith("."):  # temp files of a crashed writer are not documents
             link_tree_file(path, tmp / path.name)
-    os.rename(tmp, target)
+    commit_dir(tmp, target)
 
 
 def link_tree_file(path: Path, target: Path) -> None:
@@ -250,7 +244,7 @@ def _build_index(store: StateStore, generation: str, base: Path | None, staged: 
                 shutil.copyfile(path, renamed / path.name)
             commit_index(renamed, tmp)
             shutil.rmtree(renamed, ignore_errors=True)
-    os.rename(tmp, target)
+    commit_dir(tmp, target)
 
 
 def commit_state(store: StateStore, journal: dict[str, Any]) -> State:

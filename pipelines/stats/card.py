@@ -9,8 +9,6 @@ tables, `mixture.json`, the classifier bundle's manifest) and can never disagree
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from pipelines.atomic import write_text_atomic
 from pipelines.stats.licenses import card_license_ids, input_root, license_of
 from pipelines.stats.sources import read_json
 from pipelines.stats.tables import STATS_DIR, load
@@ -417,12 +416,6 @@ def render_card(
 
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_card(ctx: RunContext) -> Path:

@@ -17,12 +17,12 @@ import html
 import io
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from pipelines.atomic import write_text_atomic
 from pipelines.stats import plots
 from pipelines.stats.cli import summary_text
 from pipelines.stats.tables import StatsError, load, resolve_version
@@ -220,10 +220,7 @@ def write_report(
         root = folder.parent.parent if folder.parent.name == "versions" else Path.cwd()
         output = root / "reports" / f"{folder.name}.html"
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, output)
+    write_text_atomic(output, text)
     return output
 
 

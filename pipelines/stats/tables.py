@@ -33,7 +33,6 @@ from __future__ import annotations
 import io
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.atomic import write_bytes_atomic
 from pipelines.stats.scan import scan_shard
 from pipelines.stats.sources import (
     Dataset,
@@ -661,9 +661,7 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         final = folder / f"{name}.parquet"
-        tmp = folder / f".{name}.parquet.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, final)
+        write_bytes_atomic(final, buffer.getvalue())
         written.append(final)
     return written
 

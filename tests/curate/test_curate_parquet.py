@@ -6,12 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.atomic import write_bytes_atomic
 from pipelines.parquet import (
     AtomicParquetWriter,
     list_parquet,
     score_dimensions,
     scored_schema,
-    write_bytes_atomic,
     write_table_atomic,
 )
 
@@ -69,7 +69,7 @@ def test_helpers(tmp_path):
     table = pa.table({"x": [1, 2]})
     write_table_atomic(table, tmp_path / "sub" / "t.parquet")
     assert pq.read_table(tmp_path / "sub" / "t.parquet").equals(table)
-    write_bytes_atomic(b"{}", tmp_path / "c.json")
+    write_bytes_atomic(tmp_path / "c.json", b"{}")
     assert (tmp_path / "c.json").read_bytes() == b"{}"
     with (
         pytest.raises((KeyError, pa.ArrowInvalid)),
