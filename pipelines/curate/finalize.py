@@ -1,7 +1,8 @@
 """Finish the curate stage after every rank is done: cross-rank exact dedup, final shards, per-shard counts.
 
 Why a driver-side pass: a rank only knows its own content hashes. The pass reads the small hash sidecars
-(16 bytes per document, no text), keeps the first copy of each hash in (rank, row) order, and moves each
+(16 bytes per document, no text; in several passes above ROWS_PER_PASS documents, so driver memory stays
+bounded), keeps the first copy of each hash in (rank, row) order, and moves each
 rank's shard to `output/` — untouched when it lost nothing, rewritten without the later copies otherwise.
 
 It is idempotent: `counts/<rank>.json` is written last for each shard and marks it finished, and the choice of
@@ -42,28 +43,63 @@ COUNTS_SCHEMA = pa.schema(
 )
 
 
-def cross_rank_duplicates(ranks_dir: Path, world_size: int) -> dict[int, pa.Array]:
-    """For each rank, the row indices whose content hash already occurs in an earlier (rank, row)."""
-    tables = []
-    for rank in range(world_size):
-        path = ranks_dir / hashes_name(rank)
-        if not path.exists():
+# Hashes grouped in one pass: 60-80 bytes each at the peak (two uint64 halves, positions, the sort order and
+# its gathers), so a pass stays under about 1.6 GB of driver memory however large the crawl. The Arrow
+# group-by + join this replaced took 230-330 bytes per hash, in one pass over everything
+# (benchmarks/finalize_memory.py measures both).
+ROWS_PER_PASS = 20_000_000
+
+
+def cross_rank_duplicates(
+    ranks_dir: Path, world_size: int, rows_per_pass: int = ROWS_PER_PASS
+) -> dict[int, pa.Array]:
+    """For each rank, the row indices whose content hash already occurs in an earlier (rank, row).
+
+    Above `rows_per_pass` documents the hashes are grouped in several passes, each over the hashes whose
+    first 8 bytes fall in its residue class: equal hashes always meet in the same pass, and the driver holds
+    one pass at a time (each pass re-reads the sidecars, 16 bytes per document).
+    """
+    paths = {r: ranks_dir / hashes_name(r) for r in range(world_size)}
+    rows = {r: pq.ParquetFile(p).metadata.num_rows for r, p in paths.items() if p.exists()}
+    passes = max(1, -(-sum(rows.values()) // rows_per_pass))
+    found: dict[int, list[np.ndarray]] = {}
+    for part in range(passes):
+        halves, positions = [], []
+        for rank, n in rows.items():
+            if not n:
+                continue
+            words = _hash_words(pq.read_table(paths[rank]).column("content_hash"))
+            pos = np.arange(n, dtype=np.int64) + (rank << 32)
+            if passes > 1:
+                keep = words[:, 0] % np.uint64(passes) == part
+                words, pos = words[keep], pos[keep]
+            halves.append(words)
+            positions.append(pos)
+        if not positions:
             continue
-        hashes = pq.read_table(path).column("content_hash")
-        n = len(hashes)
-        if n:
-            pos = pa.array(np.arange(n, dtype=np.int64) + (rank << 32))
-            tables.append(pa.table({"h": hashes.cast(pa.binary()), "pos": pos}))
-    if not tables:
-        return {}
-    table = pa.concat_tables(tables)
-    first = table.group_by("h").aggregate([("pos", "min")])
-    joined = table.join(first, "h")
-    dup = joined.filter(pc.not_equal(joined["pos"], joined["pos_min"]))
-    out: dict[int, list[int]] = {}
-    for pos in dup["pos"].to_pylist():
-        out.setdefault(pos >> 32, []).append(pos & 0xFFFFFFFF)
-    return {rank: pa.array(sorted(rows), pa.int64()) for rank, rows in out.items()}
+        words, pos = np.concatenate(halves), np.concatenate(positions)
+        del halves, positions
+        # stable sort by hash: each run of equal hashes starts with its earliest (rank, row); the rest are copies
+        order = np.lexsort((words[:, 1], words[:, 0]))
+        hi, lo = words[order, 0], words[order, 1]
+        del words
+        later = np.zeros(len(order), dtype=bool)
+        later[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+        dup = np.sort(pos[order[later]])
+        if not len(dup):
+            continue
+        ranks, starts = np.unique(dup >> 32, return_index=True)
+        for rank, rows_of_rank in zip(ranks.tolist(), np.split(dup & 0xFFFFFFFF, starts[1:]), strict=True):
+            found.setdefault(rank, []).append(rows_of_rank)
+    return {rank: pa.array(np.sort(np.concatenate(parts)), pa.int64()) for rank, parts in found.items()}
+
+
+def _hash_words(column: pa.ChunkedArray) -> np.ndarray:
+    """The 16-byte hashes as an (n, 2) uint64 array, without a Python object per hash."""
+    hashes = column.combine_chunks()
+    data = np.frombuffer(hashes.buffers()[1], dtype=np.uint8)
+    data = data[hashes.offset * 16 : (hashes.offset + len(hashes)) * 16]
+    return data.view(np.uint64).reshape(-1, 2)
 
 
 def _write_excluded(path: Path, table: pa.Table) -> None:

@@ -200,3 +200,29 @@ def test_scoring_adds_ps_columns(tmp_path, dask_client):
     for dim in manifest["dimensions"]:
         assert df[f"ps_{dim}"].between(0, 1).all()
     assert df["prosocial"].notna().all() and (df["classifier_version"] == manifest["version"]).all()
+
+
+def test_cross_rank_duplicates_in_bounded_passes(tmp_path):
+    """Grouping the hash sidecars in several passes (bounded driver memory) finds exactly the later copies."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.curate.finalize import cross_rank_duplicates
+    from pipelines.curate.output import hashes_name
+
+    rng = np.random.default_rng(7)
+    pool = [rng.bytes(16) for _ in range(40)]  # few distinct hashes: many copies within and across ranks
+    ranks = [[pool[i] for i in rng.integers(0, len(pool), size=n)] for n in (30, 0, 25, 45)]
+    for rank, hashes in enumerate(ranks):
+        table = pa.table({"content_hash": pa.array(hashes, pa.binary(16))})
+        pq.write_table(table, tmp_path / hashes_name(rank), row_group_size=7)  # several chunks per file
+    seen, expected = set(), {}
+    for rank, hashes in enumerate(ranks):
+        for row, h in enumerate(hashes):
+            if h in seen:
+                expected.setdefault(rank, []).append(row)
+            seen.add(h)
+    for rows_per_pass in (10**9, 16, 1):
+        got = cross_rank_duplicates(tmp_path, world_size=5, rows_per_pass=rows_per_pass)  # rank 4: no file
+        assert {r: a.to_pylist() for r, a in got.items()} == expected, rows_per_pass
