@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
@@ -130,12 +131,18 @@ def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> 
             raise ValueError(f"{file}: grounding input needs columns id and text (a scored Parquet file)")
         columns = ["id", "text"] + [c for c in ("prosocial",) if c in schema.names]
         table = pq.read_table(file, columns=columns)
-        scores = table.column("prosocial").to_pylist() if "prosocial" in columns else [0.0] * table.num_rows
-        for doc_id, text, score in zip(
-            table.column("id").to_pylist(), table.column("text").to_pylist(), scores, strict=True
-        ):
-            if text:
-                best.append((-(score or 0.0), doc_id, text))
+        score = table["prosocial"] if "prosocial" in columns else pa.nulls(table.num_rows, pa.float64())
+        table = table.append_column("score", pc.fill_null(score.cast(pa.float64()), 0.0))
+        table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
+        # the file's own top K in Arrow (a shard holds ~100k documents: no Python tuple per document)
+        order = pc.sort_indices(table, [("score", "descending"), ("id", "ascending"), ("text", "ascending")])
+        top = table.take(order[:top_k])
+        best += zip(
+            [-v for v in top["score"].to_pylist()],
+            top["id"].to_pylist(),
+            top["text"].to_pylist(),
+            strict=True,
+        )
         best.sort()
         del best[top_k:]
     return [(doc_id, _excerpt(text, max_chars)) for _, doc_id, text in best]

@@ -156,3 +156,25 @@ def test_grounding_input_may_be_a_folder_a_file_or_a_glob(tmp_path, monkeypatch)
     assert len(select_groundings(files[0], 50, 200)) == 10
     monkeypatch.chdir(tmp_path)
     assert select_groundings("scored/*.parquet", 5, 200) == expected
+
+
+def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
+    """Top K by prosocial (missing = 0), ties by id; empty or missing texts are never chosen."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.synthesize import select_groundings
+
+    rows = [
+        ("d", "text d", 0.9), ("a", "text a", 0.9), ("e", "", 0.99), ("f", None, 0.95),
+        ("b", "text b", None), ("c", "text c", 0.5), ("g", "text g", 0.0),
+    ]  # fmt: skip
+    table = pa.table(
+        {k: list(v) for k, v in zip(("id", "text", "prosocial"), zip(*rows, strict=True), strict=True)}
+    )
+    pq.write_table(table.slice(0, 4), tmp_path / "one.parquet")
+    pq.write_table(table.slice(4), tmp_path / "two.parquet")
+    pq.write_table(table.drop_columns(["prosocial"]).slice(1, 1), tmp_path / "three.parquet")  # unscored
+    assert [d for d, _ in select_groundings(tmp_path / "one.parquet", 3, 50)] == ["a", "d"]
+    chosen = select_groundings(str(tmp_path / "*.parquet"), 5, 50)
+    assert [d for d, _ in chosen] == ["a", "d", "c", "a", "b"] and chosen[0] == ("a", "text a")
