@@ -132,7 +132,8 @@ def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> 
         columns = ["id", "text"] + [c for c in ("prosocial",) if c in schema.names]
         table = pq.read_table(file, columns=columns)
         score = table["prosocial"] if "prosocial" in columns else pa.nulls(table.num_rows, pa.float64())
-        table = table.append_column("score", pc.fill_null(score.cast(pa.float64()), 0.0))
+        score = pc.fill_null(score.cast(pa.float64()), 0.0)
+        table = table.append_column("score", pc.if_else(pc.is_nan(score), 0.0, score))  # NaN would not sort
         table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
         # the file's own top K in Arrow (a shard holds ~100k documents: no Python tuple per document)
         order = pc.sort_indices(table, [("score", "descending"), ("id", "ascending"), ("text", "ascending")])

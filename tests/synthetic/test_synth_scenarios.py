@@ -159,7 +159,7 @@ def test_grounding_input_may_be_a_folder_a_file_or_a_glob(tmp_path, monkeypatch)
 
 
 def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
-    """Top K by prosocial (missing = 0), ties by id; empty or missing texts are never chosen."""
+    """Top K by prosocial (missing or NaN = 0), ties by id; empty or missing texts are never chosen."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -167,7 +167,7 @@ def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
 
     rows = [
         ("d", "text d", 0.9), ("a", "text a", 0.9), ("e", "", 0.99), ("f", None, 0.95),
-        ("b", "text b", None), ("c", "text c", 0.5), ("g", "text g", 0.0),
+        ("b", "text b", None), ("c", "text c", 0.5), ("g", "text g", 0.0), ("h", "text h", float("nan")),
     ]  # fmt: skip
     table = pa.table(
         {k: list(v) for k, v in zip(("id", "text", "prosocial"), zip(*rows, strict=True), strict=True)}
