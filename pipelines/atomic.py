@@ -15,6 +15,7 @@ Remote fsspec targets (s3, gcs) get the same temp-then-move shape; durability th
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -47,10 +48,17 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename or new entry in `path` durable."""
+    """Make a rename or new entry in `path` durable.
+
+    Some network and FUSE filesystems refuse fsync on a folder (EINVAL, ENOTSUP); there the rename is as
+    durable as that filesystem makes it, and failing the run would protect nothing.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
