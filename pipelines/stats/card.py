@@ -37,6 +37,9 @@ SIZE_CATEGORIES = [
     (10_000_000, "1M<n<10M"),
     (100_000_000, "10M<n<100M"),
     (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
 ]
 
 
@@ -44,7 +47,7 @@ def size_category(rows: int) -> str:
     for limit, name in SIZE_CATEGORIES:
         if rows < limit:
             return name
-    return "n>1T" if rows >= 10**12 else "1B<n<10B" if rows < 10**10 else "10B<n<100B"
+    return "n>1T"
 
 
 def data_configs(version: Path) -> list[dict[str, Any]]:
@@ -80,10 +83,16 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
 
 
 def source_licenses(version: Path, inputs: list[str]) -> pd.DataFrame:
-    """Documents of the published pretraining data per source folder, with the licence found next to it."""
+    """Documents of the published pretraining data per source folder, with the licence found next to it.
+
+    Every profile folder counts: profiles tier (and drop) documents differently, so a source can reach
+    `pretrain_<profile>/` and not `pretrain/`. A source's `documents` is its distinct documents in the folder
+    that holds most of them (the folders overlap, so a sum would count a document once per profile).
+    """
     roots = [input_root(i) for i in inputs]
     counts: dict[str, int] = {}
     for folder in sorted(version.glob("pretrain*")):
+        in_folder: dict[str, int] = {}
         for file in sorted(folder.glob("*.parquet")):
             schema = pq.read_schema(file)
             if "source" not in schema.names:
@@ -93,8 +102,9 @@ def source_licenses(version: Path, inputs: list[str]) -> pd.DataFrame:
             if "repeat_index" in frame:
                 frame = frame[frame["repeat_index"] == 0]
             for source, n in frame["source"].fillna("(unknown)").value_counts().items():
-                counts[source] = counts.get(source, 0) + int(n)
-        break  # the primary profile's folder is enough: every profile mixes the same scored documents
+                in_folder[source] = in_folder.get(source, 0) + int(n)
+        for source, n in in_folder.items():
+            counts[source] = max(counts.get(source, 0), n)
     rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for source, n in counts.items():
         lic = license_of(source, roots)

@@ -119,8 +119,10 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
         for (profile, dataset), group in tiers.groupby(["profile", "dataset"], sort=False):
             lines.append(f"  {profile} -> {dataset}/")
             for row in group.itertuples():
+                # without mixture.json (a version published before it existed) the inputs are unknown
+                known = pd.notna(row.input_documents)
                 lines.append(
-                    f"    {str(row.tier):<20} {int(row.input_documents or 0):>8} -> {int(row.rows):>8}"
+                    f"    {str(row.tier):<20} {int(row.input_documents) if known else '?':>8} -> {int(row.rows):>8}"
                     f"  x{row.effective_epochs:.2f}  {row.share:6.1%}"
                 )
 

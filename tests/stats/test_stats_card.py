@@ -95,3 +95,38 @@ def test_same_folder_name_different_data_never_share_a_cache_entry(corpus_out, o
         expected = pq.ParquetDataset(copy / "pretrain").read(columns=["id"]).column("id").to_pylist()
         loaded = load_dataset(str(copy), "pretrain", split="train", cache_dir=cache)
         assert sorted(loaded["id"]) == sorted(expected), f"{source} copy served from another version's cache"
+
+
+def test_licences_count_every_profile_folder(tmp_path):
+    """A source that only a second profile's tiers keep still gets its licence on the card."""
+    import pyarrow as pa
+
+    from pipelines.stats.card import source_licenses
+
+    for name, text in (
+        ("a", "MIT License\n\nPermission is hereby granted"),
+        ("b", "Apache License\nVersion 2.0"),
+    ):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        (tmp_path / "in" / name / "LICENSE").write_text(text)
+    version = tmp_path / "v1"
+    a, b = str(tmp_path / "in" / "a" / "x.jsonl"), str(tmp_path / "in" / "b" / "y.jsonl")
+    for folder, sources, repeat in (
+        ("pretrain", [a, a, a, a], [0, 0, 0, 1]),
+        ("pretrain_civic", [a, b], [0, 0]),
+    ):
+        (version / folder).mkdir(parents=True)
+        table = pa.table({"source": sources, "repeat_index": pa.array(repeat, pa.int16())})
+        pq.write_table(table, version / folder / "train-00000-of-00001.parquet")
+    frame = source_licenses(version, [str(tmp_path / "in")])
+    got = dict(zip(frame["source"].map(lambda s: Path(s).name), frame["documents"], strict=True))
+    assert got == {"a": 3, "b": 1}  # distinct documents, not copies, and not summed over profiles
+    assert len(set(frame["license"])) == 2
+
+
+def test_size_categories_cover_every_scale():
+    from pipelines.stats.card import size_category
+
+    assert size_category(999) == "n<1K" and size_category(5 * 10**9) == "1B<n<10B"
+    assert size_category(15 * 10**10) == "100B<n<1T" and size_category(2 * 10**12) == "n>1T"
+    assert size_category(5 * 10**10) == "10B<n<100B"

@@ -76,3 +76,31 @@ def test_console_error_detection_can_fail(tmp_path):
     result = open_page(page.as_uri(), tmp_path / "profile")
     joined = "\n".join(result.console_errors)
     assert "boom" in joined and "missing" in joined and "nothing-here.png" in joined
+
+
+def test_summary_without_mixture_json(tmp_path):
+    """A version without mixture.json has no tier inputs: the summary says '?' instead of failing."""
+    from pipelines.stats.cli import summary_text
+    from pipelines.stats.tables import _mix_tables
+
+    shards = pd.DataFrame(
+        [{"stage": "mix", "dataset": "pretrain", "shard": "s", "tier": "top", "rows": 3, "documents": 2,
+          "tokens": 30, "max_copies": 2}]
+    )  # fmt: skip
+    tiers, _, _ = _mix_tables(tmp_path, shards)
+    columns = [
+        "stage",
+        "dataset",
+        "shards",
+        "documents_in",
+        "dropped",
+        "rows",
+        "documents",
+        "tokens",
+        "text_bytes",
+    ]
+    empty = pd.DataFrame(columns=columns)
+    text = summary_text(
+        {"stages": empty, "drops": pd.DataFrame(columns=["stage", "reason", "documents"]), "tiers": tiers}
+    )
+    assert re.search(r"top\s+\?\s+->\s+3", text)
