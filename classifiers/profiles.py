@@ -80,6 +80,10 @@ class Profile(BaseModel):
             raise ValueError("weights: must be >= 0")
         if not self.tiers:
             raise ValueError("tiers: need at least one tier")
+        names = [t.name for t in self.tiers]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            # the mix counts rows, tokens and shares by tier name: two tiers of one name would be summed
+            raise ValueError(f"tiers: names must be unique, {repeated} appear more than once")
         for key in ("min_score", "min_quantile"):
             thresholds = [getattr(t, key) for t in self.tiers if getattr(t, key) is not None]
             if thresholds != sorted(thresholds, reverse=True):

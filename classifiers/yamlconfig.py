@@ -90,7 +90,11 @@ def describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -
         )
         return f"{source}: unknown key '{key}'{hint}"
     if error.get("type") == "value_error":
-        return f"{source}: key '{key}': {error.get('msg', '').removeprefix('Value error, ')}"
+        message = error.get("msg", "").removeprefix("Value error, ")
+        field, sep, rest = message.partition(": ")
+        if not loc and sep and field.split(".")[0] in model.model_fields:
+            key, message = field, rest  # a whole-model check that names its key ("tiers: ...")
+        return f"{source}: key '{key}': {message}"
     got = error.get("input")
     got_text = "" if isinstance(got, dict) else f", got {got!r}"
     return f"{source}: key '{key}': expected {_expected(error)}{got_text}"

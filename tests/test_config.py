@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,15 @@ def test_profile_typo_is_one_line_with_a_hint(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"config error: {info.value}"]
+
+
+def test_profile_tier_names_must_be_unique(tmp_path):
+    from classifiers.profiles import ProfileError, load_profile
+
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "weights: {care: 1}\ntiers:\n  - {name: top, min_score: 0.6, factor: 2}\n"
+        "  - {name: top, min_score: 0.4, factor: 1}\n"
+    )
+    with pytest.raises(ProfileError, match=re.escape(f"{path}: key 'tiers': names must be unique, ['top']")):
+        load_profile(str(path))

@@ -287,6 +287,8 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
             f"{existing}: published index was built with different MinHash settings than {staged}; "
             f"refusing to mix them (rebuild the index or restore the dedup settings)"
         )
+    if not existing.is_file():  # first: index files never sit in a folder that does not say their settings
+        _write_json(existing, identity)
     added = 0
     for src in sorted(staged.glob("bucket_*/*.minhash.index")):
         dst = target / src.relative_to(staged)
@@ -294,8 +296,6 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
             continue
         copy_atomic(src, dst)
         added += 1
-    if not existing.is_file():
-        _write_json(existing, identity)
     return added
 
 

@@ -203,7 +203,7 @@ def write_shard(
     table = table.replace_schema_metadata(schema.metadata)  # drop pandas' metadata: same bytes on every run
     name = f"train-{index:05d}-of-{shards:05d}.parquet"
     write_table_atomic(table, os.path.join(folder, name), row_group_rows=row_group_rows)
-    tokens = df["token_count"].to_numpy(dtype=np.float64)
+    tokens = df["token_count"].to_numpy(dtype=np.float64, na_value=0.0)  # as partition_stats counts them
     counts = {}
     for tier in tier_names:
         mask = (df["tier"] == tier).to_numpy(dtype=bool)
@@ -358,9 +358,6 @@ def _profile_entry(
         "blend": {
             "weights": {t["name"]: t["blend_weight"] for t in blend},
             "epochs": {t["name"]: t["effective_epochs"] for t in blend},
-            "megatron_data_path": " ".join(
-                f"{t['blend_weight']:.6f} {folder}/tier={t['name']}" for t in blend
-            ),
             "note": "For weight-based loaders: sample tier NAME's unique documents (rows with tier == NAME and "
             "repeat_index == 0) with these weights; over mixture_tokens tokens that reproduces the same "
             "effective epochs without materialised repeats.",

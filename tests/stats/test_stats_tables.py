@@ -221,3 +221,35 @@ def test_distribution_shift_measures():
     same = distribution_shift(low, low * 3, lo, hi)
     assert same["ks"] == same["wasserstein"] == same["psi"] == 0.0
     assert np.isnan(distribution_shift(low, np.zeros(50), lo, hi)["ks"])
+
+
+def test_mix_gap_in_a_full_tier_is_unaccounted_not_a_drop(tmp_path):
+    """A tier with factor >= 1 gives every document a copy: documents missing from it are a loss to flag."""
+    from pipelines.stats.tables import _mix_tables
+
+    mixture = {
+        "inputs": {"documents": 22},
+        "profiles": {
+            "p": {
+                "folder": "pretrain",
+                "tiers": [
+                    {"name": "top", "factor": 2.0, "documents": 10, "tokens": 100},
+                    {"name": "mid", "factor": 0.5, "documents": 10, "tokens": 100},
+                ],
+                "below_all_tiers": {"documents": 2, "tokens": 5},
+            }
+        },
+    }
+    (tmp_path / "mixture.json").write_text(json.dumps(mixture))
+    shards = pd.DataFrame(
+        [
+            {"stage": "mix", "dataset": "pretrain", "shard": "s", "tier": "top", "rows": 14, "documents": 7,
+             "tokens": 140, "max_copies": 2},
+            {"stage": "mix", "dataset": "pretrain", "shard": "s", "tier": "mid", "rows": 5, "documents": 5,
+             "tokens": 50, "max_copies": 1},
+        ]
+    )  # fmt: skip
+    _, stage_rows, drops = _mix_tables(tmp_path, shards)
+    dropped = {d["reason"]: d["documents"] for d in drops}
+    assert dropped == {"below_all_tiers": 2, "not_sampled_tier_mid": 5}
+    assert stage_rows[0]["documents_in"] - 12 - sum(dropped.values()) == 3  # the three lost top documents
