@@ -6,6 +6,7 @@ the record's Content-Length is how a record cut short by a truncated file is rec
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class HttpResponse:
         return None
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
 def _dechunk(body: bytes) -> bytes:
     out, pos = [], 0
     while pos < len(body):
@@ -44,10 +48,11 @@ def _dechunk(body: bytes) -> bytes:
         if end == -1:
             raise HttpError("decode_error", "chunked body ends inside a chunk header")
         size_text = body[pos:end].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise HttpError("decode_error", f"bad chunk size {size_text[:20]!r}") from None
+        # hex digits only: int() would also take "-6", "+6", "0x6" and "6_0", and a negative size sends the
+        # loop back to where it started, copying the body forever
+        if not _HEX.fullmatch(size_text):
+            raise HttpError("decode_error", f"bad chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
         if size == 0:
             break
         out.append(body[end + 2 : end + 2 + size])

@@ -134,11 +134,18 @@ def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 def _sniff_json_lines(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether a `.json` file is JSON Lines: its first non-blank line is an object (or, past 1 MB, starts one)."""
     with fs.open(path, "rb") as f:
-        first = f.readline(1 << 20).strip()
+        for _ in range(1000):
+            line = f.readline(1 << 20)
+            if not line or line.strip():
+                break
+    first = line.strip()
+    if len(line) >= 1 << 20 and not line.endswith(b"\n"):  # a long first record: its start has to do
+        return first.startswith(b"{")
     try:
         return isinstance(json.loads(first), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 

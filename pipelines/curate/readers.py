@@ -461,7 +461,9 @@ class CurateReader(PipelineStep):
             offset = 0
             if unit.split and unit.start > 0:
                 raw.seek(unit.start - 1)
-                raw.readline()  # finish the line the previous unit owns
+                # finish the line the previous unit owns, in bounded pieces: it may be gigabytes long
+                while (piece := raw.readline(1 << 20)) and not piece.endswith(b"\n"):
+                    pass
                 offset = raw.tell()
             stream = self._open_lines(raw, unit)
             lines, failed = 0, False
@@ -514,8 +516,8 @@ class CurateReader(PipelineStep):
             text_line = text_line.removeprefix("\ufeff")  # a byte order mark opens some files
         try:
             record = json.loads(text_line)
-        except ValueError as exc:
-            self._drop("invalid_json", path, offset, f"invalid JSON ({exc})", preview=text_line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than Python's stack
+            self._drop("invalid_json", path, offset, f"invalid JSON ({type(exc).__name__}: {exc})", text_line)
             return None
         if not isinstance(record, dict):
             self._drop(

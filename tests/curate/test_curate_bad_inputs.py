@@ -195,6 +195,28 @@ def test_invalid_json_lines_are_counted(tmp_path):
     assert c["documents_in"] == 6
 
 
+def test_json_nested_deeper_than_the_stack_is_invalid_json(tmp_path):
+    path = write_jsonl(
+        tmp_path / "deep.jsonl", [{"text": prose(1)}, '{"a": ' + "[" * 100_000, {"text": prose(2)}]
+    )
+    docs, reader = read_reader([path])
+    assert len(docs) == 2 and counters(reader)["dropped_invalid_json"] == 1
+
+
+@pytest.mark.timeout(60)  # the bug this guards was an endless loop
+@pytest.mark.parametrize("size", [b"-6", b"+6", b"0x6", b"6_0", b"zz"])
+def test_bad_chunk_size_loses_only_its_record(tmp_path, size):
+    """Chunk sizes are hex digits only; a negative one used to copy the body forever."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+    page = html_page(prose(3)).encode()
+    bad = head + size + b"\r\n" + page[:6] + b"\r\n0\r\n\r\n"
+    good = head + f"{len(page):x}".encode() + b"\r\n" + page + b"\r\n0\r\n\r\n"
+    records = [warc_record(bad, url="https://e.org/bad"), warc_record(good, url="https://e.org/good")]
+    docs, reader = read_reader([write_warc(tmp_path / "chunked.warc.gz", records)])
+    assert counters(reader)["dropped_decode_error"] == 1
+    assert [d.metadata["url"] for d in docs] == ["https://e.org/good"] and "Report" in docs[0].text
+
+
 def test_byte_order_mark_opening_jsonl(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + write_jsonl(path, [{"text": prose(i)} for i in range(3)]).read_bytes())

@@ -46,6 +46,17 @@ def test_discover_folders_globs_and_skips(tmp_path):
     assert names == ["docs.jsonl", "lines.json", "p.html"]
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in skipped}
     assert reasons == {"README.md": "unsupported_format", "single.json": "json_not_json_lines"}
+    # JSON Lines that open with a blank line, or with a record longer than the 1 MB sniff, are still inputs;
+    # a line nested deeper than Python's stack is not JSON Lines (and not a crash)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "blank_first.json").write_text('\n\n{"text": "one"}\n')
+    (tmp_path / "c" / "long_first.json").write_text(json.dumps({"text": "word " * 300_000}) + "\n")
+    (tmp_path / "c" / "deep.json").write_text('{"a": ' + "[" * 100_000 + "\n")
+    files, skipped = discover([str(tmp_path / "c")])
+    assert sorted(f.path.rsplit("/", 1)[-1] for f in files) == ["blank_first.json", "long_first.json"]
+    assert [(s["path"].rsplit("/", 1)[-1], s["reason"]) for s in skipped] == [
+        ("deep.json", "json_not_json_lines")
+    ]
     with pytest.raises(InputError, match="nope"):
         discover([str(tmp_path / "nope")])
     with pytest.raises(InputError, match="matches no files"):
