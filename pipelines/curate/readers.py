@@ -44,10 +44,14 @@ from pipelines.curate.streams import (
 HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml", "text/xml", ""}
 TEXT_TYPES = {"text/plain"}
 PREVIEW_CHARS = 2000
-_CANONICAL = re.compile(
-    rb"""<link[^>]+rel=["']?canonical["']?[^>]*href=["']([^"'>\s]+)|<meta[^>]+property=["']og:url["'][^>]*content=["']([^"'>\s]+)""",
-    re.IGNORECASE,
-)
+# The canonical URL: one bounded pass over <link>/<meta> tags, then each tag's attributes on their own. A single
+# regex with two unbounded spans per tag backtracks cubically on pages with many unclosed "<link rel=" runs
+# (16 KB of them took 9 s; the 64 KB scan window would take minutes, unsandboxed).
+_LINK_OR_META = re.compile(rb"<(?:link|meta)\b[^>]{0,4096}", re.IGNORECASE)
+_REL_CANONICAL = re.compile(rb"""\brel=["']?canonical\b""", re.IGNORECASE)
+_OG_URL = re.compile(rb"""\bproperty=["']og:url["']""", re.IGNORECASE)
+_HREF = re.compile(rb"""\bhref=["']([^"'>\s]+)""", re.IGNORECASE)
+_CONTENT = re.compile(rb"""\bcontent=["']([^"'>\s]+)""", re.IGNORECASE)
 _CHUNK = 1 << 16
 # Opening a unit's file fails like this when it was deleted, made unreadable or replaced since planning.
 _UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -165,11 +169,16 @@ def _gunzip(raw: Any, limit: int) -> tuple[bytes, str | None, str | None]:
 
 
 def _canonical_url(data: bytes) -> str | None:
-    match = _CANONICAL.search(data[:65536])
-    if not match:
-        return None
-    url = (match.group(1) or match.group(2)).decode("utf-8", "replace")
-    return url if url.startswith(("http://", "https://")) else None
+    for tag in _LINK_OR_META.finditer(data[:65536]):
+        text = tag.group(0)
+        if text[1:2].lower() == b"l":
+            match = _REL_CANONICAL.search(text) and _HREF.search(text)
+        else:
+            match = _OG_URL.search(text) and _CONTENT.search(text)
+        if match:
+            url = match.group(1).decode("utf-8", "replace")
+            return url if url.startswith(("http://", "https://")) else None
+    return None
 
 
 class CurateReader(PipelineStep):

@@ -91,6 +91,21 @@ def test_html_folder_with_gzip_and_canonical_url(tmp_path):
     assert docs[0].metadata["url"] == "https://e.org/canon" and docs[1].metadata["url"] is None
 
 
+@pytest.mark.timeout(60)  # one regex used to backtrack cubically on unclosed "<link rel=" runs
+def test_canonical_url_attributes_in_any_order_and_in_linear_time():
+    from pipelines.curate.readers import _canonical_url
+
+    assert _canonical_url(b"<link href='https://a.org/x' rel='canonical'>") == "https://a.org/x"
+    assert _canonical_url(b'<LINK REL="Canonical" HREF="http://b.org/">') == "http://b.org/"
+    assert _canonical_url(b'<meta property="og:url" content="https://c.org/p">') == "https://c.org/p"
+    assert (
+        _canonical_url(b'<link rel="stylesheet" href="https://d.org/s.css"><meta name=x content="https://e">')
+        is None
+    )
+    assert _canonical_url(b'<link rel=canonical href="/relative">') is None
+    assert _canonical_url(b"<link rel=canonical " * 3300) is None  # 66 KB: minutes before, milliseconds now
+
+
 def test_parquet_batches_shrink_for_huge_rows(tmp_path):
     """Rows are converted to Python a batch at a time: huge texts must come a few per batch, not 256."""
     import os
