@@ -124,6 +124,13 @@ def check_refresh_allowed(config: CorpusConfig, store: StateStore, state: State 
                 "run `corpus run` once to rebuild it, then refresh"
             )
         return
+    latest = latest_version(config.out)
+    if latest != state.version:  # `latest` moved by hand (a rollback): the state describes another version
+        raise StateError(
+            f"{store.state_file} describes {state.version} but {Path(config.out) / 'latest'} points at {latest}; "
+            f"a refresh would build on {state.version}'s documents. Point `latest` back at {state.version}, or "
+            "run `corpus run` to rebuild from the inputs"
+        )
     if isinstance(state.scoring, dict):
         now = scoring_identity(config)
         changed = sorted(k for k in now if state.scoring.get(k) != now[k])
@@ -301,7 +308,7 @@ def _run_stages(
         commit = {
             "kept_dir": str(kept_dir),
             "staged_index": ctx.results["dedup"].get("index_dir"),
-            "inputs": batch,
+            "inputs": committed_inputs(batch, ctx.results["curate"]),
             "base_version": state.version if state else None,
             "scoring": scoring_identity(config),
             "synthetic": synthetic_state,
@@ -309,6 +316,15 @@ def _run_stages(
         publish_run(ctx, commit)
     fault_point("after_publish")
     return read_journal(ctx.work)
+
+
+def committed_inputs(batch: dict[str, dict[str, Any]], curate: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The batch's inputs to mark seen: not those that could not be opened (a permission or a mount fixed
+    later changes no size, mtime or etag, so marked seen they would never be read)."""
+    unreadable = set(curate.get("unreadable_inputs") or [])
+    if unreadable:
+        logger.warning(f"{len(unreadable)} input(s) could not be opened; the next refresh retries them")
+    return {url: mark for url, mark in batch.items() if url not in unreadable}
 
 
 # -- after publishing -----------------------------------------------------------------------------------------
@@ -460,6 +476,7 @@ def run_summary(
         "new_shards": len(inputs),
         "new_inputs": inputs[:NEW_INPUTS_LISTED],
         "documents_in": curate.get("documents_in"),
+        "unreadable_inputs": (curate.get("unreadable_inputs") or [])[:NEW_INPUTS_LISTED],
         "documents_curated": curate.get("documents_out"),
         "near_duplicates_removed": dedup.get("removed", 0),
         "documents_out": kept,

@@ -107,6 +107,7 @@ def rank_counts(steps: list[PipelineStep]) -> dict[str, Any]:
         "bytes_in": 0,
         "bytes_out": 0,
         "seconds": {},
+        "unreadable_inputs": [],
     }
     buckets = {"dropped_": "dropped", "file_error_": "file_errors", "repaired_": "repaired"}
     for step in steps:
@@ -121,8 +122,10 @@ def rank_counts(steps: list[PipelineStep]) -> dict[str, Any]:
             if key in ("documents_in", "documents_out", "bytes_in", "bytes_out"):
                 counts[key] += int(metric.total)
         counts["seconds"][step.name] = round(step.stats.time_stats.total, 4)
+        counts["unreadable_inputs"] += getattr(step, "unreadable", [])
     for bucket in buckets.values():
         counts[bucket] = dict(sorted(counts[bucket].items()))
+    counts["unreadable_inputs"] = sorted(set(counts["unreadable_inputs"]))
     counts["unaccounted"] = counts["documents_in"] - counts["documents_out"] - sum(counts["dropped"].values())
     return counts
 

@@ -197,6 +197,8 @@ class CurateReader(PipelineStep):
         self.exclusion_dir = exclusion_dir
         self._excluded = None
         self._rank = 0
+        # inputs that could not be opened: not read at all, so the state store must not mark them seen
+        self.unreadable: list[str] = []
 
     # -- accounting ---------------------------------------------------------------------------------------
     def _fail(self, path: str, offset: int | None, what: str) -> None:
@@ -236,6 +238,8 @@ class CurateReader(PipelineStep):
             return fs.open(path, "rb")
         except _UNREADABLE as exc:
             self._file_error("unreadable", unit.path, None, f"cannot open ({exc})")
+            if unit.path not in self.unreadable:
+                self.unreadable.append(unit.path)
             return None
 
     def _doc(

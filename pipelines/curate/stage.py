@@ -194,8 +194,10 @@ def _summary(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
         "dropped": {},
         "file_errors": {},
         "repaired": {},
+        "unreadable_inputs": [],
     }
     for c in all_counts:
+        total["unreadable_inputs"] += c.get("unreadable_inputs", [])
         total["documents_in"] += c["documents_in"]
         total["documents_out"] += c["documents_out"]
         for bucket in ("dropped", "file_errors", "repaired"):
@@ -204,6 +206,7 @@ def _summary(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
     for bucket in ("dropped", "file_errors", "repaired"):
         total[bucket] = dict(sorted(total[bucket].items(), key=lambda kv: (-kv[1], kv[0])))
     total["unaccounted"] = total["documents_in"] - total["documents_out"] - sum(total["dropped"].values())
+    total["unreadable_inputs"] = sorted(set(total["unreadable_inputs"]))
     return total
 
 

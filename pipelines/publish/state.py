@@ -126,7 +126,12 @@ class StateStore:
     def index_dir(self, state: State | None) -> Path | None:
         if state is None or not state.index:
             return None
-        return self.index_root / state.index
+        folder = self.index_root / state.index
+        if not folder.is_dir():  # refreshing without it would let near-duplicates of the corpus back in
+            raise StateError(
+                f"{self.state_file}: MinHash index generation {folder} is missing; run `corpus run` to rebuild"
+            )
+        return folder
 
     def sweep(self, state: State) -> list[str]:
         """Delete batch folders and index generations that `state` does not name (interrupted commits, resets)."""

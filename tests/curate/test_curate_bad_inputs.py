@@ -362,6 +362,14 @@ def test_file_gone_since_planning_is_a_file_error(tmp_path, name):
     reader = CurateReader(plan, ReadSettings())
     docs = list(reader.run(None, 0, 1))
     assert [d.text for d in docs] == [prose(2)] and counters(reader)["file_error_unreadable"] == 1
+    # it reaches the rank's counts, and the state store does not mark it seen (the next refresh retries it)
+    from pipelines.curate.output import rank_counts
+    from pipelines.graph import committed_inputs
+
+    unreadable = rank_counts([reader])["unreadable_inputs"]
+    assert unreadable == [str(gone)]
+    batch = {str(gone): {"size": 1}, str(tmp_path / "kept.jsonl"): {"size": 2}}
+    assert list(committed_inputs(batch, {"unreadable_inputs": unreadable})) == [str(tmp_path / "kept.jsonl")]
 
 
 # -- a 50 MB single document -----------------------------------------------------------------------------------

@@ -261,3 +261,24 @@ def test_an_unfinishable_commit_stops_refresh_but_corpus_run_rebuilds(world):
     assert rebuilt["documents_out"] == 24 and state_of(out)["version"] == "v3"
     assert (out / "work" / "unrecoverable" / work.name / "journal.json").is_file()
     assert "ok" in verify_ok(out, every=True)
+
+
+def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_index(world):
+    """A hand rollback of `latest`, or a deleted MinHash index, would make a refresh silently wrong."""
+    import shutil
+
+    out, new = world["out"], world["new"]
+    write_shard(new / "b.jsonl", list(range(100, 104)))
+    shutil.copytree(out / "versions" / "v1", out / "versions" / "v0")
+    os.replace(out / "latest", out / "latest.v1")
+    os.symlink("versions/v0", out / "latest")  # a rollback to an older version
+    refused = corpus("refresh", world["overrides"]())
+    assert refused.returncode == 1 and "describes v1 but" in refused.stderr and "points at v0" in refused.stderr
+    os.replace(out / "latest.v1", out / "latest")
+    shutil.rmtree(out / "versions" / "v0")
+
+    index = out / "state" / "minhash" / state_of(out)["index"]
+    shutil.rmtree(index)
+    refused = corpus("refresh", world["overrides"]())
+    assert refused.returncode == 1 and f"{index} is missing" in refused.stderr
+    assert latest_version(out) == "v1" and state_of(out)["version"] == "v1"
