@@ -60,8 +60,32 @@ def _short_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Settings of the scoring sections that change how fast or where work runs, never which documents are kept or
+# how they score: a refresh may change them freely.
+NOT_SHAPING = {
+    "curate": ("tasks", "exclusions", "row_group_rows", "read.split_bytes", "read.min_split_bytes"),
+    "classifier": ("batch_size", "bundle"),  # the bundle's content is `classifier_version`, not its path
+    "dedup": ("tasks", "workers_per_bucket"),
+}
+SCORING_SECTIONS = tuple(NOT_SHAPING)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def scoring_identity(config: CorpusConfig) -> dict[str, Any]:
-    """What shapes a kept scored document: batches made under different values must not be mixed by a refresh."""
+    """What shapes a kept scored document: batches made under different values must not be mixed by a refresh.
+
+    Per section a hash of its shaping settings, plus the settings themselves (`settings`), so that a refusal
+    can name the keys that changed.
+    """
     data = dump_config(config)
     bundle_version = None
     try:
@@ -72,13 +96,45 @@ def scoring_identity(config: CorpusConfig) -> dict[str, Any]:
             bundle_version = str(read_manifest(path).get("version"))
     except Exception:  # no bundle (scoring off or not built): curate decides what that means
         pass
-    return {
-        "curate": _short_hash(data["curate"]),
-        "classifier": _short_hash(data["classifier"]),
-        "classifier_version": bundle_version,
-        "dedup": _short_hash(data["dedup"]),
-        "profile": (config.profile or ["default"])[0],
+    settings = {}
+    for section in SCORING_SECTIONS:
+        flat = _flatten(data[section], f"{section}.")
+        settings.update({k: v for k, v in flat.items() if k.split(".", 1)[1] not in NOT_SHAPING[section]})
+    identity: dict[str, Any] = {
+        section: _short_hash({k: v for k, v in settings.items() if k.startswith(f"{section}.")})
+        for section in SCORING_SECTIONS
     }
+    return {
+        **identity,
+        "classifier_version": bundle_version,
+        "profile": (config.profile or ["default"])[0],
+        "settings": json.loads(json.dumps(settings, default=str)),
+    }
+
+
+def changed_scoring(recorded: dict[str, Any], config: CorpusConfig) -> list[str]:
+    """What differs between a state's recorded scoring identity and `config`'s, named as precisely as known."""
+    now = scoring_identity(config)
+    full = dump_config(config)
+    changed = []
+    for key, value in now.items():
+        if key == "settings" or recorded.get(key) == value:
+            continue
+        if key in SCORING_SECTIONS and recorded.get(key) == _short_hash(full[key]):
+            continue  # recorded before NOT_SHAPING existed: a hash of the whole section, and it still matches
+        before = recorded.get("settings")
+        if key in SCORING_SECTIONS and isinstance(before, dict):
+            keys = sorted(k for k in {*before, *now["settings"]} if k.startswith(f"{key}."))
+            changed += [
+                f"{k}: {before.get(k)!r} -> {now['settings'].get(k)!r}"
+                for k in keys
+                if before.get(k) != now["settings"].get(k)
+            ] or [key]
+        elif key in SCORING_SECTIONS:
+            changed.append(f"{key} (some setting)")
+        else:
+            changed.append(f"{key}: {recorded.get(key)!r} -> {value!r}")
+    return changed
 
 
 def discover_inputs(config: CorpusConfig) -> dict[str, dict[str, Any]]:
@@ -132,11 +188,10 @@ def check_refresh_allowed(config: CorpusConfig, store: StateStore, state: State 
             "run `corpus run` to rebuild from the inputs"
         )
     if isinstance(state.scoring, dict):
-        now = scoring_identity(config)
-        changed = sorted(k for k in now if state.scoring.get(k) != now[k])
+        changed = changed_scoring(state.scoring, config)
         if changed:
             raise StateError(
-                f"settings that shape scored documents changed since {state.version} ({', '.join(changed)}): a "
+                f"settings that shape scored documents changed since {state.version} ({'; '.join(changed)}): a "
                 "refresh would mix documents curated two ways. Run `corpus run` for a full rebuild, or restore them"
             )
 

@@ -282,3 +282,26 @@ def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_inde
     refused = corpus("refresh", world["overrides"]())
     assert refused.returncode == 1 and f"{index} is missing" in refused.stderr
     assert latest_version(out) == "v1" and state_of(out)["version"] == "v1"
+
+
+def test_refresh_names_the_shaping_setting_that_changed_and_ignores_performance_settings(world):
+    fast = corpus("refresh", world["overrides"]("curate.tasks=3", "classifier.batch_size=64", with_new=False))
+    assert fast.returncode == 0 and json.loads(fast.stdout)["status"] == "nothing new", fast.stderr[-2000:]
+    refused = corpus("refresh", world["overrides"]("curate.language_threshold=0.7", with_new=False))
+    assert refused.returncode == 1
+    assert "curate.language_threshold: 0.65 -> 0.7" in refused.stderr and "corpus run" in refused.stderr
+
+
+def test_scoring_identity_of_states_written_before_settings_were_recorded():
+    """A state recorded whole-section hashes only: unchanged settings still match, a change is still refused."""
+    from pipelines.config import dump_config, load_config
+    from pipelines.graph import _short_hash, changed_scoring, scoring_identity
+
+    config = load_config(None, [])
+    legacy = {k: v for k, v in scoring_identity(config).items() if k != "settings"}
+    legacy.update({s: _short_hash(dump_config(config)[s]) for s in ("curate", "classifier", "dedup")})
+    assert changed_scoring(legacy, config) == []
+    assert changed_scoring(legacy, load_config(None, ["dedup.n_grams=7"])) == ["dedup (some setting)"]
+    recorded = scoring_identity(config)
+    assert changed_scoring(recorded, load_config(None, ["dedup.tasks=4", "curate.read.split_bytes=1000000"])) == []
+    assert changed_scoring(recorded, load_config(None, ["dedup.n_grams=7"])) == ["dedup.n_grams: 5 -> 7"]
