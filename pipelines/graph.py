@@ -412,6 +412,9 @@ def finish_run(
         os.rename(work, done)  # keeps the logs; the next identical `corpus run` starts a fresh version
     removed = apply_retention(config.out, config.publish.retention)
     prune_done(config.work_dir / "done", keep=config.publish.retention)
+    prune_done(
+        config.work_dir / "unrecoverable", keep=config.publish.retention
+    )  # kept to inspect, never resumed
     if log_path is not None:
         log_path = (
             done / Path(log_path).relative_to(work) if Path(log_path).is_relative_to(work) else log_path
@@ -490,6 +493,14 @@ def remove_abandoned(config: CorpusConfig, keep: str) -> list[str]:
         shutil.rmtree(leftover, ignore_errors=True)
     if removed:
         logger.info(f"removed abandoned refresh work folders: {', '.join(removed)}")
+    # Unfinished full runs of other settings are never deleted (days of curation may be resumable), but they
+    # can hold a copy of the corpus each, so every run says they are there.
+    stale = [w.name for w in sorted(work_dir.glob("run-*")) if w.name != keep] if work_dir.is_dir() else []
+    if stale:
+        logger.warning(
+            f"unfinished full runs in {work_dir}: {', '.join(stale)}. `corpus run` with their settings resumes "
+            "them; delete the folders if they are not wanted (each can hold a copy of the corpus)"
+        )
     return removed
 
 
