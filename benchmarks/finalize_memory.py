@@ -2,8 +2,8 @@
 
 The pass runs on the driver over every document's 16-byte content hash, so its memory grows with the crawl.
 This compares, each in a fresh process on the same hash sidecars:
-- baseline: all hashes in one Arrow table, group-by hash for the first position, join back (what finalize did
-  before; 230-330 bytes per document at its peak);
+- baseline: all hashes in one Arrow table, group-by hash for the earliest input position, join back (what
+  finalize did before);
 - finalize: `pipelines.curate.finalize.cross_rank_duplicates`, one pass (sort of two uint64 halves);
 - finalize with `--rows-per-pass` (default: a quarter of the documents), as a crawl above ROWS_PER_PASS runs.
 All three must find the same duplicates. Prints peak RSS above the process's baseline, seconds, and the ratios.
@@ -48,19 +48,24 @@ def make_sidecars(folder: Path, docs: int, ranks: int, dup: float) -> None:
         array = pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(16), per_rank, [None, pa.py_buffer(words.tobytes())]
         )
-        pq.write_table(pa.table({"content_hash": array}), folder / hashes_name(rank))
+        order = np.arange(per_rank, dtype=np.uint64) * np.uint64(ranks) + np.uint64(
+            rank
+        )  # interleaved inputs
+        pq.write_table(pa.table({"content_hash": array, "order": order}), folder / hashes_name(rank))
 
 
 def arrow_baseline(folder: Path, ranks: int) -> dict[int, pa.Array]:
     tables = []
     for rank in range(ranks):
-        hashes = pq.read_table(folder / hashes_name(rank)).column("content_hash")
-        pos = pa.array(np.arange(len(hashes), dtype=np.int64) + (rank << 32))
-        tables.append(pa.table({"h": hashes.cast(pa.binary()), "pos": pos}))
+        sidecar = pq.read_table(folder / hashes_name(rank))
+        pos = pa.array(np.arange(sidecar.num_rows, dtype=np.int64) + (rank << 32))
+        tables.append(
+            pa.table({"h": sidecar["content_hash"].cast(pa.binary()), "order": sidecar["order"], "pos": pos})
+        )
     table = pa.concat_tables(tables)
-    first = table.group_by("h").aggregate([("pos", "min")])
+    first = table.group_by("h").aggregate([("order", "min")])
     joined = table.join(first, "h")
-    dup = np.sort(joined.filter(pc.not_equal(joined["pos"], joined["pos_min"]))["pos"].to_numpy())
+    dup = np.sort(joined.filter(pc.not_equal(joined["order"], joined["order_min"]))["pos"].to_numpy())
     return {int(r): pa.array(dup[(dup >> 32) == r] & 0xFFFFFFFF) for r in np.unique(dup >> 32)}
 
 

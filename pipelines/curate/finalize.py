@@ -1,9 +1,10 @@
 """Finish the curate stage after every rank is done: cross-rank exact dedup, final shards, per-shard counts.
 
 Why a driver-side pass: a rank only knows its own content hashes. The pass reads the small hash sidecars
-(16 bytes per document, no text; in several passes above ROWS_PER_PASS documents, so driver memory stays
-bounded), keeps the first copy of each hash in (rank, row) order, and moves each
-rank's shard to `output/` — untouched when it lost nothing, rewritten without the later copies otherwise.
+(a 16-byte hash and an 8-byte input position per document, no text; in several passes above ROWS_PER_PASS
+documents, so driver memory stays bounded), keeps the copy of each hash that comes first in the input order
+(not in rank order, which depends on the number of workers), and moves each rank's shard to `output/` —
+untouched when it lost nothing, rewritten without the other copies otherwise.
 
 It is idempotent: `counts/<rank>.json` is written last for each shard and marks it finished, and the choice of
 which copy survives depends only on the hash sidecars, so a crash at any point is repaired by rerunning.
@@ -43,9 +44,9 @@ COUNTS_SCHEMA = pa.schema(
 )
 
 
-# Hashes grouped in one pass: 60-80 bytes each at the peak (two uint64 halves, positions, the sort order and
-# its gathers), so a pass stays under about 1.6 GB of driver memory however large the crawl. The Arrow
-# group-by + join this replaced took 230-330 bytes per hash, in one pass over everything
+# Hashes grouped in one pass: about 70 bytes each at the peak (two uint64 halves, input order, positions, the
+# sort order and its gathers), so a pass stays under about 1.5 GB of driver memory however large the crawl.
+# The Arrow group-by + join this replaced took 230-340 bytes per hash, in one pass over everything
 # (benchmarks/finalize_memory.py measures both).
 ROWS_PER_PASS = 20_000_000
 
@@ -53,7 +54,7 @@ ROWS_PER_PASS = 20_000_000
 def cross_rank_duplicates(
     ranks_dir: Path, world_size: int, rows_per_pass: int = ROWS_PER_PASS
 ) -> dict[int, pa.Array]:
-    """For each rank, the row indices whose content hash already occurs in an earlier (rank, row).
+    """For each rank, the row indices whose content hash also occurs earlier in the input order.
 
     Above `rows_per_pass` documents the hashes are grouped in several passes, each over the hashes whose
     first 8 bytes fall in its residue class: equal hashes always meet in the same pass, and the driver holds
@@ -64,28 +65,36 @@ def cross_rank_duplicates(
     passes = max(1, -(-sum(rows.values()) // rows_per_pass))
     found: dict[int, list[np.ndarray]] = {}
     for part in range(passes):
-        halves, positions = [], []
+        halves, positions, orders = [], [], []
         for rank, n in rows.items():
             if not n:
                 continue
-            words = _hash_words(pq.read_table(paths[rank]).column("content_hash"))
+            table = pq.read_table(paths[rank])
+            words = _hash_words(table.column("content_hash"))
             pos = np.arange(n, dtype=np.int64) + (rank << 32)
+            # input order (see output.input_order); sidecars of runs started before it existed: rank order
+            order = (
+                table.column("order").to_numpy() if "order" in table.column_names else pos.astype(np.uint64)
+            )
             if passes > 1:
                 keep = words[:, 0] % np.uint64(passes) == part
-                words, pos = words[keep], pos[keep]
+                words, pos, order = words[keep], pos[keep], order[keep]
             halves.append(words)
             positions.append(pos)
+            orders.append(order)
         if not positions:
             continue
-        words, pos = np.concatenate(halves), np.concatenate(positions)
-        del halves, positions
-        # stable sort by hash: each run of equal hashes starts with its earliest (rank, row); the rest are copies
-        order = np.lexsort((words[:, 1], words[:, 0]))
-        hi, lo = words[order, 0], words[order, 1]
+        words, pos, order = np.concatenate(halves), np.concatenate(positions), np.concatenate(orders)
+        del halves, positions, orders
+        # sort by hash, then input order: each run of equal hashes starts with its earliest copy in the inputs
+        # (whichever rank read it); the rest of the run are the copies to drop
+        sort = np.lexsort((order, words[:, 1], words[:, 0]))
+        del order
+        hi, lo = words[sort, 0], words[sort, 1]
         del words
-        later = np.zeros(len(order), dtype=bool)
+        later = np.zeros(len(sort), dtype=bool)
         later[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
-        dup = np.sort(pos[order[later]])
+        dup = np.sort(pos[sort[later]])
         if not len(dup):
             continue
         ranks, starts = np.unique(dup >> 32, return_index=True)

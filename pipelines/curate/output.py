@@ -22,8 +22,6 @@ from datatrove.utils.logging import logger
 from pipelines.atomic import write_json_atomic
 from pipelines.parquet import AtomicParquetWriter, scored_schema
 
-HASH_SCHEMA_FIELDS = ("content_hash",)
-
 
 def shard_name(rank: int) -> str:
     return f"{rank:05d}.parquet"
@@ -59,6 +57,14 @@ def document_row(doc: Document, dimensions: list[str]) -> dict[str, Any]:
     return row
 
 
+def input_order(doc: Document) -> int:
+    """The document's place in the plan's input order (unit, then offset in its file), independent of how units
+    were packed into ranks: cross-rank exact dedup keeps the earliest copy by it, so the same inputs keep the
+    same copy whatever the number of workers."""
+    offset = min(max(int(doc.metadata.get("source_offset") or 0), 0), (1 << 40) - 1)
+    return (int(doc.metadata.get("unit", 0)) << 40) | offset
+
+
 class ScoredShardWriter(PipelineStep):
     """Write the rank's documents to `<folder>/<rank>.parquet` and their content hashes alongside."""
 
@@ -75,7 +81,7 @@ class ScoredShardWriter(PipelineStep):
         import pyarrow as pa
 
         schema = scored_schema(self.dimensions)
-        hash_schema = pa.schema([pa.field("content_hash", pa.binary(16))])
+        hash_schema = pa.schema([pa.field("content_hash", pa.binary(16)), pa.field("order", pa.uint64())])
         with (
             AtomicParquetWriter(
                 f"{self.folder}/{shard_name(rank)}", schema, row_group_rows=self.row_group_rows
@@ -87,7 +93,9 @@ class ScoredShardWriter(PipelineStep):
             for doc in data:
                 with self.track_time():
                     shard.write_row(document_row(doc, self.dimensions))
-                    hashes.write_row({"content_hash": doc.metadata["content_hash"]})
+                    hashes.write_row(
+                        {"content_hash": doc.metadata["content_hash"], "order": input_order(doc)}
+                    )
                 self.stat_update("documents_out")
                 self.stat_update("bytes_out", value=len(doc.text.encode("utf-8")), unit="doc")
                 yield doc

@@ -268,7 +268,8 @@ class CurateReader(PipelineStep):
         excluded = exclusion_writer(self.exclusion_dir, "read")
         with excluded if excluded is not None else contextlib.nullcontext() as writer:
             self._excluded = writer
-            for unit in self.plan.units_of(rank):
+            for index in self.plan.ranks[rank]:
+                unit = self.plan.units[index]
                 self.stat_update("units", unit="rank")
                 docs = readers[unit.format](unit)
                 while True:
@@ -276,6 +277,9 @@ class CurateReader(PipelineStep):
                         doc = next(docs, None)
                     if doc is None:
                         break
+                    doc.metadata["unit"] = (
+                        index  # with source_offset: the document's place in the input order
+                    )
                     yield doc
             self._excluded = None
 

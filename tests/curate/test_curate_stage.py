@@ -147,6 +147,29 @@ def test_exact_dedup_across_ranks(tmp_path, dask_client):
     assert_reconciled(stage, summary)
 
 
+def test_the_kept_copy_does_not_depend_on_how_inputs_are_packed_into_ranks(tmp_path, dask_client):
+    """b.jsonl is larger, so with two ranks it is read by rank 0; the copy kept is still a.jsonl's (first in
+    the input order), as with one rank."""
+    same = prose(42)
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": same, "url": "https://a.org/x"}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"text": p} for p in (prose(1), prose(2), prose(3))] + [
+        {"text": same, "url": "https://b.org/y"}
+    ])  # fmt: skip
+    kept = {}
+    for tasks in (1, 2):
+        summary, stage = run_stage(
+            tmp_path / f"out{tasks}", [tmp_path / "in"], dask_client, f"curate.tasks={tasks}"
+        )
+        assert summary["ranks"] == tasks and summary["dropped"] == {"exact_duplicate": 1}
+        urls = [
+            u
+            for f in list_parquet(stage / "output")
+            for u in pq.read_table(f, columns=["url"])["url"].to_pylist()
+        ]
+        kept[tasks] = sorted(u for u in urls if u and u.endswith(("/x", "/y")))
+    assert kept[1] == kept[2] == ["https://a.org/x"]
+
+
 def test_changed_inputs_restart_the_stage(tmp_path, dask_client):
     src = tmp_path / "in"
     write_jsonl(src / "a.jsonl", [{"text": prose(1)}])
@@ -203,7 +226,8 @@ def test_scoring_adds_ps_columns(tmp_path, dask_client):
 
 
 def test_cross_rank_duplicates_in_bounded_passes(tmp_path):
-    """Grouping the hash sidecars in several passes (bounded driver memory) finds exactly the later copies."""
+    """Grouping the hash sidecars in several passes (bounded driver memory) finds exactly the copies to drop:
+    all but the earliest of each hash in the input order, whichever rank read it."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -213,16 +237,32 @@ def test_cross_rank_duplicates_in_bounded_passes(tmp_path):
 
     rng = np.random.default_rng(7)
     pool = [rng.bytes(16) for _ in range(40)]  # few distinct hashes: many copies within and across ranks
-    ranks = [[pool[i] for i in rng.integers(0, len(pool), size=n)] for n in (30, 0, 25, 45)]
-    for rank, hashes in enumerate(ranks):
-        table = pa.table({"content_hash": pa.array(hashes, pa.binary(16))})
+    sizes = (30, 0, 25, 45)
+    orders = rng.permutation(sum(sizes)).astype(np.uint64)  # ranks do not read the inputs in order
+    ranks, start = [], 0
+    for n in sizes:
+        hashes = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+        order = np.sort(orders[start : start + n])  # within a rank, rows follow the input order
+        ranks.append(list(zip(hashes, order.tolist(), strict=True)))
+        start += n
+    for rank, rows in enumerate(ranks):
+        table = pa.table(
+            {
+                "content_hash": pa.array([h for h, _ in rows], pa.binary(16)),
+                "order": pa.array([o for _, o in rows], pa.uint64()),
+            }
+        )
         pq.write_table(table, tmp_path / hashes_name(rank), row_group_size=7)  # several chunks per file
-    seen, expected = set(), {}
-    for rank, hashes in enumerate(ranks):
-        for row, h in enumerate(hashes):
-            if h in seen:
+    first = {}
+    for rows in ranks:
+        for h, o in rows:
+            first[h] = min(first.get(h, o), o)
+    expected = {}
+    for rank, rows in enumerate(ranks):
+        for row, (h, o) in enumerate(rows):
+            if o != first[h]:
                 expected.setdefault(rank, []).append(row)
-            seen.add(h)
+    assert expected.get(2) and expected.get(0), "the fixture has copies to drop in several ranks"
     for rows_per_pass in (10**9, 16, 1):
         got = cross_rank_duplicates(tmp_path, world_size=5, rows_per_pass=rows_per_pass)  # rank 4: no file
         assert {r: a.to_pylist() for r, a in got.items()} == expected, rows_per_pass
