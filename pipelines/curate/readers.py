@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
 from pipelines.curate.streams import (
     GzipMembers,
+    Lines,
     ZstdFrames,
     find_gzip_member,
     find_warc_record,
@@ -166,6 +166,14 @@ def _gunzip(raw: Any, limit: int) -> tuple[bytes, str | None, str | None]:
     if stream.corrupt:
         return bytes(out), "corrupt_gzip", "bytes after the last gzip member are not gzip data"
     return bytes(out), None, None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _canonical_url(data: bytes) -> str | None:
@@ -464,9 +472,9 @@ class CurateReader(PipelineStep):
     # -- JSON Lines ---------------------------------------------------------------------------------------
     def _open_lines(self, raw: Any, unit: WorkUnit) -> Any:
         if unit.compression == "gzip":
-            return gzip.GzipFile(fileobj=raw)
+            return Lines(gzip.GzipFile(fileobj=raw))
         if unit.compression == "zstd":
-            return io.BufferedReader(ZstdFrames(raw))
+            return Lines(ZstdFrames(raw))
         return raw
 
     def _read_jsonl(self, unit: WorkUnit) -> Iterator[Document]:
@@ -519,6 +527,11 @@ class CurateReader(PipelineStep):
                 if not line.strip():
                     continue
                 lines += 1
+                # the last bytes before a decoding error: a whole record before junk, or one cut short
+                cut = not line.endswith(b"\n") and getattr(stream, "error", None) is not None
+                if cut and not _parses(line):
+                    self._drop("truncated", unit.path, line_offset, "record cut by a decoding error")
+                    continue
                 doc = self._json_line(line, unit.path, line_offset)
                 if doc is not None:
                     yield doc

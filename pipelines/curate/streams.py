@@ -198,6 +198,56 @@ class ZstdFrames(_ChunkedOutput):
         return n
 
 
+class Lines:
+    """`readline(limit)` over a decoding stream (gzip, zstd) that keeps every byte decoded before an error.
+
+    Why not io.BufferedReader or GzipFile.readline: when the stream raises (junk after the last member or
+    frame, a truncated file), they drop the partial line already decoded, so a last record without a final
+    newline vanished uncounted. Here that tail is returned first, with `error` set; the error itself is raised
+    by the next call.
+    """
+
+    def __init__(self, stream: Any):
+        # read1: one decode step per call. A buffered read(n) loops until n bytes and, when a later step
+        # raises, loses the bytes it had gathered (GzipFile.read does exactly that on junk after a member).
+        self._read = getattr(stream, "read1", stream.read)
+        self._buf = bytearray()
+        self._pos = 0  # start of the unread bytes in _buf
+        self._scan = 0  # no newline in _buf[_pos:_scan]: long lines are not rescanned on every chunk
+        self._eof = False
+        self.error: BaseException | None = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        limit = limit if limit and limit > 0 else 1 << 62
+        while True:
+            stop = min(len(self._buf), self._pos + limit)
+            end = self._buf.find(b"\n", max(self._scan, self._pos), stop)
+            if end >= 0 or len(self._buf) - self._pos >= limit or (self._eof and self._pos < len(self._buf)):
+                cut = end + 1 if end >= 0 else stop
+                line, self._pos = bytes(self._buf[self._pos : cut]), cut
+                self._scan = self._pos
+                return line
+            if self._eof:
+                if self.error is not None:
+                    error, self.error = self.error, None
+                    raise error
+                return b""
+            self._scan = stop
+            try:
+                data = self._read(_CHUNK)
+            except Exception as exc:  # EOFError (truncated), zlib/gzip/zstd errors (junk, corruption)
+                self.error, self._eof = exc, True
+                continue
+            if not data:
+                self._eof = True
+                continue
+            if self._pos > len(self._buf) // 2:  # drop what was read, at most once per half buffer
+                del self._buf[: self._pos]
+                self._scan -= self._pos
+                self._pos = 0
+            self._buf += data
+
+
 def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int | None:
     """Offset of the first gzip member at or after `start` whose data begins with `expect`, or None.
 

@@ -101,6 +101,31 @@ def test_junk_after_jsonl_zstd_keeps_every_record(tmp_path):
     assert len(docs) == 300 and counters(reader)["file_error_corrupt_compressed"] == 1
 
 
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_last_record_without_newline_before_junk_is_kept(tmp_path, suffix):
+    """The decoder raises on the junk; the record decoded just before it (no final newline) still counts."""
+    import zstandard
+
+    body = "\n".join(json.dumps({"text": prose(i)}) for i in range(3)).encode()  # no final newline
+    packed = gzip.compress(body) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(body)
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(packed + b"JUNK")
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert [d.text for d in docs] == [prose(i) for i in range(3)] and c["documents_in"] == 3
+    assert c["file_error_corrupt_compressed"] == 1
+
+
+def test_record_cut_by_truncation_is_counted_as_truncated(tmp_path):
+    body = b"".join(json.dumps({"text": prose(i)}).encode() + b"\n" for i in range(3))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(body + b'{"text": "a record cut in the')[:-8])
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert len(docs) == 3 and c["documents_in"] == 4 and c["dropped_truncated"] == 1
+    assert c["file_error_truncated_gzip"] == 1 and "dropped_invalid_json" not in c
+
+
 def test_junk_after_html_gzip_keeps_the_page(tmp_path):
     page = html_page(prose(1)).encode()
     path = tmp_path / "page.html.gz"
