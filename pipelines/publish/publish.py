@@ -206,7 +206,9 @@ def apply_retention(out: Path, keep: int) -> list[str]:
         os.rename(versions_dir(out) / version, trash)
         # the version is already out of the namespace; a busy file (NFS .nfsXXXX, EBUSY) must not fail a run
         # that has published: the next retention sweeps what is left
-        shutil.rmtree(trash, onerror=lambda _f, path, exc: logger.warning(f"retention: {path} kept ({exc[1]})"))
+        shutil.rmtree(
+            trash, onerror=lambda _f, path, exc: logger.warning(f"retention: {path} kept ({exc[1]})")
+        )
         removed.append(version)
     for leftover in versions_dir(out).glob(".trash-*"):  # from a crash during an earlier retention
         shutil.rmtree(leftover, ignore_errors=True)

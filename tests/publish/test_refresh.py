@@ -273,7 +273,9 @@ def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_inde
     os.replace(out / "latest", out / "latest.v1")
     os.symlink("versions/v0", out / "latest")  # a rollback to an older version
     refused = corpus("refresh", world["overrides"]())
-    assert refused.returncode == 1 and "describes v1 but" in refused.stderr and "points at v0" in refused.stderr
+    assert (
+        refused.returncode == 1 and "describes v1 but" in refused.stderr and "points at v0" in refused.stderr
+    )
     os.replace(out / "latest.v1", out / "latest")
     shutil.rmtree(out / "versions" / "v0")
 
@@ -303,5 +305,8 @@ def test_scoring_identity_of_states_written_before_settings_were_recorded():
     assert changed_scoring(legacy, config) == []
     assert changed_scoring(legacy, load_config(None, ["dedup.n_grams=7"])) == ["dedup (some setting)"]
     recorded = scoring_identity(config)
-    assert changed_scoring(recorded, load_config(None, ["dedup.tasks=4", "curate.read.split_bytes=1000000"])) == []
+    assert (
+        changed_scoring(recorded, load_config(None, ["dedup.tasks=4", "curate.read.split_bytes=1000000"]))
+        == []
+    )
     assert changed_scoring(recorded, load_config(None, ["dedup.n_grams=7"])) == ["dedup.n_grams: 5 -> 7"]
