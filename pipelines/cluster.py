@@ -62,7 +62,9 @@ class ClusterConfig(BaseModel):
 def configure_dask() -> None:
     """Dask settings every run needs, in this process and in the environment that workers inherit."""
     os.environ.update(WORKER_ENV)
-    dask.config.set({"distributed.worker.daemon": False})
+    # a scheduler started here (LocalCluster, SLURM) queues tasks it has no free thread for instead of
+    # sending them to a worker, whose death would then take them down with it
+    dask.config.set({"distributed.worker.daemon": False, "distributed.scheduler.worker-saturation": 1.0})
 
 
 def _local_cluster(config: ClusterConfig):

@@ -54,6 +54,21 @@ def _run_rank_payload(payload: bytes, rank: int) -> str:
     return stats.to_json() if isinstance(stats, PipelineStats) else "[]"
 
 
+def _slots(client: Client) -> int:
+    """Ranks to keep in flight: one per worker thread the cluster has now (read again at every refill, so a
+    cluster that grows, like SLURM jobs starting, gets more).
+
+    Why not submit every rank: ranks beyond the free threads wait in a worker's queue, and when that worker
+    dies (OOM, SIGKILL) Dask charges them with the death too: a rank that never started came back as
+    KilledWorker and was reported failed, with a log that does not exist.
+    """
+    try:
+        workers = client.scheduler_info()["workers"].values()
+    except Exception:  # scheduler unreachable: the submit that follows will say so
+        return 1
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+
 class DaskPipelineExecutor(PipelineExecutor):
     """Run a datatrove pipeline with one Dask task per rank.
 
@@ -211,13 +226,17 @@ class DaskPipelineExecutor(PipelineExecutor):
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        try:
-            queue = as_completed()
-            while pending and len(in_flight) < self.workers:
+
+        def fill() -> None:
+            while pending and len(in_flight) < min(self.workers, _slots(client)):
                 rank = pending.pop(0)
                 future = submit(rank)
                 in_flight[future.key] = rank
                 queue.add(future)
+
+        try:
+            queue = as_completed()
+            fill()
             for future in queue:
                 rank = in_flight.pop(future.key)
                 if future.status != "finished":
@@ -237,11 +256,7 @@ class DaskPipelineExecutor(PipelineExecutor):
                 bar.update(1)
                 bar.set_postfix(failed=len(failures)) if failures else None
                 future.release()
-                if pending:
-                    nxt = pending.pop(0)
-                    new = submit(nxt)
-                    in_flight[new.key] = nxt
-                    queue.add(new)
+                fill()
         finally:
             bar.close()
         stats = self.merge_stats()

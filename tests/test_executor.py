@@ -282,3 +282,36 @@ def test_killed_worker_rank_is_retried_and_written_once(dask_client, tmp_path):
     assert len(ids) == total
     assert len(set(ids)) == total
     dask_client.wait_for_workers(2, timeout=60)
+
+
+class KillWorkerAlways:
+    """Rank `rank` SIGKILLs its worker every time it runs; every rank records that it started."""
+
+    def __init__(self, rank: int, folder: Path):
+        self.rank, self.folder = rank, str(folder)
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        with open(os.path.join(self.folder, f"started-{rank}"), "a") as f:
+            f.write("x")
+        if rank == self.rank:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield from data or ()
+
+
+def test_a_dying_worker_fails_only_the_rank_that_killed_it(tmp_path):
+    """Ranks wait at the scheduler, not in a worker's queue, so a worker's death is charged to its own rank
+    only; the rank queued behind it used to come back as KilledWorker without ever starting."""
+    from pipelines.cluster import ClusterConfig, connect
+
+    with connect(ClusterConfig(n_workers=1, memory_limit="1GB")) as client:
+        executor = DaskPipelineExecutor(
+            [KillWorkerAlways(rank=0, folder=tmp_path)],
+            tasks=4,
+            logging_dir=str(tmp_path / "logs"),
+            client=client,
+            progress=False,
+        )
+        with pytest.raises(RankFailed) as info:
+            executor.run()
+    assert list(info.value.failures) == [0] and "KilledWorker" in info.value.failures[0]
+    assert all((tmp_path / f"started-{rank}").read_text() == "x" for rank in (1, 2, 3))
