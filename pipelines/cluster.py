@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 # Must be in the environment of every worker process, including `dask worker` processes started by hand or
 # by SLURM, so we export it as well as setting it in this process's dask config.
 WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+HOST_DEVICES = "PROSOCIAL_HOST_CUDA_DEVICES"
 
 
 class SlurmConfig(BaseModel):
@@ -30,11 +32,19 @@ class SlurmConfig(BaseModel):
 
     queue: str | None = Field(None, description="SLURM partition (sbatch -p).")
     account: str | None = Field(None, description="SLURM account (sbatch -A).")
-    cores: int = Field(8, ge=1, description="Cores per SLURM job; one single-threaded worker process each.")
+    cores: int = Field(
+        8,
+        ge=1,
+        description="Cores per SLURM job; one single-threaded worker process each (GPU jobs: one per GPU).",
+    )
     memory: str = Field("32GB", description="Memory per SLURM job, shared by its workers.")
     walltime: str = Field("24:00:00", description="Time limit per SLURM job.")
     jobs: int = Field(1, ge=1, description="SLURM jobs to start (scale).")
-    gpus_per_job: int = Field(0, ge=0, description="GPUs per job; each worker then advertises GPU=1.")
+    gpus_per_job: int = Field(
+        0,
+        ge=0,
+        description="GPUs per job; the job then runs one worker per GPU, pinned to it, advertising GPU=1.",
+    )
     job_extra_directives: list[str] = Field(default_factory=list, description="Extra #SBATCH lines.")
     job_script_prologue: list[str] = Field(
         default_factory=list, description="e.g. ['source .venv/bin/activate']"
@@ -49,7 +59,7 @@ class ClusterConfig(BaseModel):
     n_workers: int = Field(2, ge=1, description="LocalCluster worker processes (one thread each).")
     memory_limit: str = Field("auto", description="Per-worker memory limit of the LocalCluster, e.g. '4GB'.")
     gpus_per_worker: int = Field(
-        0, ge=0, description="LocalCluster: GPUs each worker advertises as resource GPU."
+        0, ge=0, description="LocalCluster: GPUs each worker advertises as resource GPU and is pinned to."
     )
     address: str | None = Field(
         None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.5:8786."
@@ -94,14 +104,19 @@ def slurm_cluster(config: ClusterConfig, scale: bool = True):
     s = config.slurm
     extra = list(s.job_extra_directives)
     worker_extra_args = []
+    # one single-threaded worker per core; a GPU job runs one worker per GPU instead (each advertising GPU=1
+    # and pinned to its device by PinGPUs), so that no two vLLM engines share a device
+    workers = s.cores
     if s.gpus_per_job:
         extra.append(f"--gres=gpu:{s.gpus_per_job}")
         worker_extra_args += ["--resources", "GPU=1"]
+        workers = s.gpus_per_job
     cluster = SLURMCluster(
         queue=s.queue,
         account=s.account,
-        cores=s.cores,
-        processes=s.cores,  # one single-threaded worker per core
+        cores=workers,
+        processes=workers,
+        job_cpu=s.cores,  # the job still asks SLURM for every core (tokenisers, vLLM's CPU side)
         memory=s.memory,
         walltime=s.walltime,
         job_extra_directives=extra,
@@ -127,11 +142,54 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
+    per_worker = config.gpus_per_worker if config.kind == "local" else int(bool(config.slurm.gpus_per_job))
     try:
         with Client(cluster) as client:
+            if per_worker:
+                client.register_plugin(PinGPUs(per_worker))
             yield client
     finally:
         cluster.close()
+
+
+def visible_devices(worker_name: object, visible: str | None, per_worker: int) -> str:
+    """The CUDA_VISIBLE_DEVICES of one worker: its own `per_worker` devices of what the host (or SLURM job)
+    shows, chosen by the worker's index on the host (LocalCluster names workers 0, 1, ...; `dask worker
+    --nworkers N` names them NAME-0 ... NAME-(N-1))."""
+    text = str(worker_name)
+    index = (
+        int(text)
+        if text.isdigit()
+        else int(text.rsplit("-", 1)[1])
+        if text.rsplit("-", 1)[-1].isdigit()
+        else 0
+    )
+    devices = visible.split(",") if visible else [str(i) for i in range(64)]
+    mine = devices[index * per_worker : (index + 1) * per_worker]
+    if len(mine) < per_worker:
+        raise RuntimeError(
+            f"worker {text} needs {per_worker} GPU(s) but only {len(devices)} are visible ({visible}): "
+            "start no more GPU workers per host than GPUs / GPUs per worker"
+        )
+    return ",".join(mine)
+
+
+class PinGPUs(WorkerPlugin):
+    """Worker plugin: give each GPU worker process its own devices before anything initialises CUDA.
+
+    Why: a Dask `GPU` resource is bookkeeping only. Without this every worker on a host opens cuda:0, and two
+    vLLM engines at gpu_memory_utilization=0.9 on one device fail with out-of-memory errors.
+    """
+
+    name = "prosocial-pin-gpus"
+
+    def __init__(self, per_worker: int):
+        self.per_worker = per_worker
+
+    def setup(self, worker) -> None:
+        # what the host showed before any pinning (setup may run again in the same process)
+        visible = os.environ.setdefault(HOST_DEVICES, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(worker.name, visible or None, self.per_worker)
 
 
 def has_gpu_workers(client: Client) -> bool:

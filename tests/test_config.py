@@ -137,10 +137,26 @@ def test_slurm_job_script_has_single_threaded_non_daemonic_gpu_workers():
         script = cluster.job_script()
     finally:
         cluster.close()
-    assert "#SBATCH --gres=gpu:2" in script
+    assert "#SBATCH --gres=gpu:2" in script and "#SBATCH --cpus-per-task=4" in script
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
-    assert "--nthreads 1" in script and "--nworkers 4" in script
+    # one worker per GPU (each pinned to its device), not one per core all claiming a GPU
+    assert "--nthreads 1" in script and "--nworkers 2" in script
     assert "--resources GPU=1" in script
+    cpu = slurm_cluster(ClusterConfig.model_validate({"kind": "slurm", "slurm": {"cores": 4}}), scale=False)
+    try:
+        assert "--nworkers 4" in cpu.job_script() and "GPU" not in cpu.job_script()
+    finally:
+        cpu.close()
+
+
+def test_each_gpu_worker_gets_devices_of_its_own():
+    from pipelines.cluster import visible_devices
+
+    assert [visible_devices(i, None, 1) for i in range(3)] == ["0", "1", "2"]  # LocalCluster names
+    assert visible_devices("SLURMCluster-7-1", "4,5", 1) == "5"  # dask worker --nworkers: NAME-<index>
+    assert visible_devices(1, "0,1,2,3", 2) == "2,3"
+    with pytest.raises(RuntimeError, match="needs 1 GPU"):
+        visible_devices("job-2", "4,5", 1)
 
 
 def test_profile_typo_is_one_line_with_a_hint(tmp_path):
@@ -171,3 +187,16 @@ def test_profile_tier_names_must_be_unique(tmp_path):
     )
     with pytest.raises(ProfileError, match=re.escape(f"{path}: key 'tiers': names must be unique, ['top']")):
         load_profile(str(path))
+
+
+def test_local_gpu_workers_are_pinned_to_distinct_devices(monkeypatch):
+    """The pinning runs inside real worker processes (no GPU needed: it only sets CUDA_VISIBLE_DEVICES)."""
+    import os
+
+    from pipelines.cluster import ClusterConfig, connect
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    config = ClusterConfig(n_workers=2, gpus_per_worker=1, memory_limit="1GB")
+    with connect(config) as client:
+        seen = client.run(lambda: os.environ["CUDA_VISIBLE_DEVICES"])
+    assert sorted(seen.values()) == ["3", "5"]
