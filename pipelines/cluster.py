@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import dask
 from distributed.diagnostics.plugin import WorkerPlugin
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -40,6 +40,9 @@ class SlurmConfig(BaseModel):
     memory: str = Field("32GB", description="Memory per SLURM job, shared by its workers.")
     walltime: str = Field("24:00:00", description="Time limit per SLURM job.")
     jobs: int = Field(1, ge=1, description="SLURM jobs to start (scale).")
+    start_timeout: int = Field(
+        3600, ge=1, description="Seconds to wait for the first worker of the queued jobs."
+    )
     gpus_per_job: int = Field(
         0,
         ge=0,
@@ -67,6 +70,21 @@ class ClusterConfig(BaseModel):
     dashboard_address: str = Field("127.0.0.1:0", description="LocalCluster dashboard bind address.")
     local_directory: str | None = Field(None, description="Worker scratch folder (default: Dask's).")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        """Checked here, not when the cluster starts (after the run lock, as a traceback)."""
+        from dask.utils import parse_bytes
+
+        if value.strip().lower() != "auto":
+            try:
+                parse_bytes(value)
+            except ValueError:
+                raise ValueError(
+                    f"expected 'auto' or a size such as '4GB' or '512MiB', got {value!r}"
+                ) from None
+        return value
 
 
 def configure_dask() -> None:
@@ -147,9 +165,32 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
         with Client(cluster) as client:
             if per_worker:
                 client.register_plugin(PinGPUs(per_worker))
+            if config.kind == "slurm":
+                _wait_for_slurm(client, config.slurm)
             yield client
     finally:
         cluster.close()
+
+
+def _wait_for_slurm(client: Client, slurm: SlurmConfig) -> None:
+    """SLURMCluster.scale only queues jobs: without a worker, stages would plan for one worker and GPU stages
+    would take the CPU path, or wait with no word if the jobs never start."""
+    from datatrove.utils.logging import logger
+
+    logger.info(
+        f"waiting up to {slurm.start_timeout} s for the first SLURM worker ({slurm.jobs} job(s) queued)"
+    )
+    try:
+        client.wait_for_workers(1, timeout=slurm.start_timeout)
+    except TimeoutError:
+        raise RuntimeError(
+            f"no SLURM worker started within cluster.slurm.start_timeout={slurm.start_timeout} s: check the "
+            "jobs with `squeue --me` (queue, account, walltime, gres)"
+        ) from None
+    # jobs granted together start together: give the rest a minute to join before stages size their plans
+    per_job = slurm.gpus_per_job or slurm.cores
+    with contextlib.suppress(TimeoutError):
+        client.wait_for_workers(slurm.jobs * per_job, timeout=60)
 
 
 def visible_devices(worker_name: object, visible: str | None, per_worker: int) -> str:

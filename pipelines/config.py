@@ -8,6 +8,7 @@ section model next to its code; this module only assembles them and turns pydant
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ class CorpusConfig(BaseModel):
         another host or folder) resolve relative paths against their own working directory. A relative OUT
         made a crash recoverable only from the same folder, and remote workers wrote into the wrong place.
         """
-        if isinstance(value, (str, os.PathLike)) and str(value):
+        if isinstance(value, (str, os.PathLike)):
+            if not os.fspath(value).strip():  # `out=$OUT` with OUT unset: not "the current folder"
+                raise ValueError("expected an output folder, got an empty value")
             return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
         return value
 
@@ -115,8 +118,26 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 PATH_KEYS = {"out", "input"}
 
 
+def _is_str_field(dotted: str) -> bool:
+    """Whether `dotted` names a field typed str (or str | None) in CorpusConfig."""
+    model: Any = CorpusConfig
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        if i == len(parts) - 1:
+            return field.annotation is str or set(typing.get_args(field.annotation)) == {str, type(None)}
+        model = field.annotation
+    return False
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`a.b=value` pairs to a nested dict; values are parsed as YAML scalars so `n=2` is an int."""
+    """`a.b=value` pairs to a nested dict; values are parsed as YAML scalars so `n=2` is an int.
+
+    A field typed str keeps the text as typed: YAML 1.1 would turn `walltime=24:00:00` into 86400 and
+    `model=0x1F` into 31.
+    """
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -131,6 +152,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             else:
                 value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
+            value = raw
+        if value is not None and not isinstance(value, (str, list, dict)) and _is_str_field(key):
             value = raw
         # a comma-separated value stays a string: list fields split it themselves
         _set_dotted(tree, key, value)
@@ -148,12 +171,14 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted keys of the leaves: `cluster.memory_limit=4GB` does not make `cluster.n_workers` its key."""
     keys: set[str] = set()
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        keys.add(dotted)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             keys |= _keys(value, dotted + ".")
+        else:
+            keys.add(dotted)
     return keys
 
 

@@ -200,3 +200,28 @@ def test_local_gpu_workers_are_pinned_to_distinct_devices(monkeypatch):
     with connect(config) as client:
         seen = client.run(lambda: os.environ["CUDA_VISIBLE_DEVICES"])
     assert sorted(seen.values()) == ["3", "5"]
+
+
+def test_command_line_values_keep_their_type_and_bad_ones_name_their_source(tmp_path):
+    assert load_config(None, ["cluster.slurm.walltime=24:00:00"]).cluster.slurm.walltime == "24:00:00"
+    assert load_config(None, ["synthetic.model=0x1F"]).synthetic.model == "0x1F"  # not 31
+    assert load_config(None, ["cluster.n_workers=3"]).cluster.n_workers == 3
+    with pytest.raises(ConfigError, match="command line: key 'out': expected an output folder"):
+        load_config(None, ["out="])  # `out=$OUT` with OUT unset
+    with pytest.raises(ConfigError, match="key 'cluster.memory_limit': expected 'auto' or a size"):
+        load_config(None, ["cluster.memory_limit=4GiBs"])
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("cluster:\n  n_workers: two\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{mine}: key 'cluster.n_workers'")):
+        load_config(mine, ["cluster.memory_limit=4GB"])  # the sibling on the command line is not to blame
+
+
+def test_bad_log_level_is_a_usage_error():
+    result = subprocess.run(
+        [CORPUS, "refresh", "--log-level", "warn"], capture_output=True, text=True, timeout=60
+    )
+    assert (
+        result.returncode == 2
+        and "'warn' is not one of" in result.stderr
+        and "Traceback" not in result.stderr
+    )

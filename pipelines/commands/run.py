@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.publish.refresh import log_level
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
@@ -15,7 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x"
     )
     parser.add_argument(
-        "--log-level", default="INFO", help="level of the log on stderr (the run folder's is INFO)"
+        "--log-level",
+        default="INFO",
+        type=log_level,
+        help="level of the log on stderr (the run folder's is INFO)",
     )
     parser.add_argument(
         "--compact", action="store_true", help="print the JSON summary on one line (log files)"

@@ -28,11 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default="INFO",
+        type=log_level,
         help="level of the log on stderr (the run folder's log is always INFO); WARNING keeps cron mail short",
     )
     parser.add_argument(
         "--compact", action="store_true", help="print the JSON summary on one line (log files)"
     )
+
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(value: str) -> str:
+    """argparse type: a loguru level in any case (`--log-level warning`), else a usage error naming them."""
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
 
 
 def configure_stderr(level: str) -> None:
