@@ -13,6 +13,7 @@ surrogates (JSON escapes such as "\ud800", which fastText cannot take) are repai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -41,10 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _repair(value: object) -> tuple[object, bool]:
-    """A string that encodes to UTF-8 (lone surrogates become U+FFFD) and whether it needed repair."""
-    if not isinstance(value, str) or not has_lone_surrogates(value):
-        return value, False
-    return without_surrogates(value), True
+    """`value` with every string in it encodable as UTF-8 (lone surrogates become U+FFFD; ids may be lists or
+    objects), and whether it needed repair."""
+    if isinstance(value, str):
+        return (without_surrogates(value), True) if has_lone_surrogates(value) else (value, False)
+    if isinstance(value, list):
+        pairs = [_repair(v) for v in value]
+        return [v for v, _ in pairs], any(fixed for _, fixed in pairs)
+    if isinstance(value, dict):
+        pairs = [(_repair(k), _repair(v)) for k, v in value.items()]
+        return {k: v for (k, _), (v, _) in pairs}, any(a or b for (_, a), (_, b) in pairs)
+    return value, False
 
 
 def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
@@ -97,6 +105,9 @@ def main(args: argparse.Namespace) -> int:
         target = Path(args.output)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would carry over to the output
         out = os.fdopen(fd, "w", encoding="utf-8")
     scored = bad = repaired = 0
 
@@ -122,6 +133,7 @@ def main(args: argparse.Namespace) -> int:
                 row.update({"prosocial": None, **dict.fromkeys(bundle.dimensions), "error": error})
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+    committed = False
     try:
         batch: list[tuple[dict | None, str | None]] = []
         for record, error in _read(args.input, args.strict):
@@ -136,20 +148,22 @@ def main(args: argparse.Namespace) -> int:
                 batch = []
         if batch:
             flush(batch)
-    except ValueError as exc:
         if tmp_name:
-            out.close()
-            os.unlink(tmp_name)
+            out.close()  # the last buffered write happens here: a full disk fails now, not after the rename
+            os.replace(tmp_name, args.output)
+            committed = True
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BaseException:
-        if tmp_name:
-            out.close()
-            os.unlink(tmp_name)
-        raise
-    if tmp_name:
-        out.close()
-        os.replace(tmp_name, args.output)
+    except OSError as exc:
+        print(f"error: scoring {args.input} into {args.output}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if tmp_name and not committed:  # never leave a partial output behind
+            with contextlib.suppress(OSError):
+                out.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
     print(
         f"scored {scored} texts with bundle {bundle.version}"
         + (f"; {bad} lines written with null scores and an error" if bad else "")

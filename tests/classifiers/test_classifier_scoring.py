@@ -116,3 +116,34 @@ def test_corpus_score_errors_are_clear(tiny_bundle_path, tmp_path, capsys):
         == 2
     )
     assert str(tmp_path / "missing") in capsys.readouterr().err
+
+
+def test_corpus_score_output_mode_nested_ids_and_no_partial_file(tiny_bundle_path, tmp_path):
+    """The output gets the umask's mode (not mkstemp's 0600); a list id with a lone surrogate is repaired; a
+    write that fails (here: a file-size limit) exits 1 naming the output and leaves no temp file behind."""
+    import os
+    import resource
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    corpus_bin = str(Path(sys.executable).with_name("corpus"))
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": ["a\\ud800"], "text": "thank you"}\n' + "".join(
+        json.dumps({"id": i, "text": KIND}) + "\n" for i in range(60)
+    ))  # fmt: skip
+    out = tmp_path / "out" / "scores.jsonl"
+    args = [corpus_bin, "score", "--model", str(tiny_bundle_path), "--input", str(inp), "--output", str(out)]
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0o022))
+    assert ok.returncode == 0, ok.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert json.loads(out.read_text().splitlines()[0])["id"] == ["a\ufffd"]
+    out.unlink()
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    failed = subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=small_files)
+    assert failed.returncode == 1 and str(out) in failed.stderr and "Traceback" not in failed.stderr
+    assert os.listdir(out.parent) == []
