@@ -9,6 +9,7 @@ documents: filtering on scores is the mix stage's job, so one scored corpus serv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from classifiers.bundle import cached_bundle, read_manifest, resolve_bundle_path
+from classifiers.bundle import BundleError, cached_bundle, read_manifest, resolve_bundle_path
 from classifiers.profiles import ProfileError, load_profile
 
 
@@ -42,7 +43,8 @@ class ProsocialScorer(PipelineStep):
         prefix: str = "ps_",
     ):
         super().__init__()
-        self.bundle_path = str(resolve_bundle_path(bundle))
+        # absolute: a worker started in another folder (`dask worker` by hand, SLURM) resolves the same file
+        self.bundle_path = os.path.abspath(resolve_bundle_path(bundle))
         self.batch_size = int(batch_size)
         self.prefix = prefix
         self.profile = load_profile(profile)
@@ -61,6 +63,11 @@ class ProsocialScorer(PipelineStep):
             return
         bundle = cached_bundle(self.bundle_path)
         version = bundle.version
+        if version != self.version:  # rebuilt in place since the run started: never mix two in one corpus
+            raise BundleError(
+                f"{self.bundle_path}: bundle is version {version} in this worker, but the run started with "
+                f"{self.version} (rebuilt during the run?); rerun to score everything with one version"
+            )
         dims = bundle.dimensions
         keys = [self.prefix + d for d in dims]
         iterator: Iterator = iter(data)

@@ -12,7 +12,8 @@ class ClassifierSettings(BaseModel):
         "default", description="Model bundle folder, or 'default' for the bundle `make classifier` builds."
     )
     batch_size: int = Field(
-        512,
+        128,
         ge=1,
-        description="Documents per batched predict in the scoring step (classifiers.scoring.ProsocialScorer).",
+        description="Documents per batched predict in the scoring step; 128 documents (up to 64 chunks each) "
+        "amortise fastText's per-call cost, larger batches only raise a worker's peak memory.",
     )

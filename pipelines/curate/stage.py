@@ -29,9 +29,6 @@ from pipelines.context import RunContext
 from pipelines.curate.inputs import InputError, Plan, discover, make_plan
 
 STAGE = "curate"
-# Documents per batched predict in the scorer. 128 documents (up to 64 chunks each) amortise fastText's
-# per-call cost; larger batches only raise a worker's peak memory (benchmarks/curate_throughput.py).
-SCORE_BATCH = 128
 
 
 # -- checks before any work ---------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def _scorer_and_dimensions(config: CorpusConfig) -> tuple[Any, list[str], str | 
         step = ProsocialScorer(
             bundle=str(path),
             profile=config.profile[0] if config.profile else "default",
-            batch_size=SCORE_BATCH,
+            batch_size=config.classifier.batch_size,
         )
     except BundleError as exc:
         raise ConfigError(f"classifier.bundle: {exc}") from None

@@ -147,3 +147,13 @@ def test_corpus_score_output_mode_nested_ids_and_no_partial_file(tiny_bundle_pat
     failed = subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=small_files)
     assert failed.returncode == 1 and str(out) in failed.stderr and "Traceback" not in failed.stderr
     assert os.listdir(out.parent) == []
+
+
+def test_step_refuses_a_bundle_rebuilt_since_the_run_started(tiny_bundle_path):
+    from classifiers.bundle import BundleError
+
+    step = ProsocialScorer(bundle=tiny_bundle_path)
+    assert step.bundle_path.startswith("/")
+    step.version = "0" * 16  # what the driver checked when the run started
+    with pytest.raises(BundleError, match="rebuilt during the run"):
+        list(step.run([Document(text=KIND, id="a")]))
