@@ -33,6 +33,9 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz file
 POSITIVE_LABEL = "__label__1"
+NEGATIVE_LABEL = "__label__0"
+BINARY_LABELS = (POSITIVE_LABEL, NEGATIVE_LABEL)
+AGGREGATIONS = ("mean", "min", "mean_min")
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
 
 
@@ -263,6 +266,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(
             f"{manifest_path}: content hash differs from its recorded version (edited by hand?)"
         )
+    _check_scoring(manifest.get("scoring") or {}, manifest_path)
     missing = [d for d in manifest["dimensions"] if d not in manifest["models"]]
     if missing:
         raise BundleError(f"{manifest_path}: models missing for dimensions {missing}")
@@ -274,6 +278,23 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_scoring(scoring: dict[str, Any], manifest_path: Path) -> None:
+    """The chunking and aggregation settings, checked at load: a bad value would otherwise surface inside a
+    worker at the first long page (an unknown method, a division by zero) or as silently clipped scores."""
+    for key in ("chunk_words", "max_chunks"):
+        value = scoring.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BundleError(f"{manifest_path}: scoring.{key} must be an integer >= 1, got {value!r}")
+    method = scoring.get("aggregation") or {"method": "mean"}
+    if not isinstance(method, dict) or method.get("method", "mean") not in AGGREGATIONS:
+        raise BundleError(
+            f"{manifest_path}: scoring.aggregation.method must be one of {AGGREGATIONS}, got {method!r}"
+        )
+    weight = method.get("weight", 0.5)
+    if not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
+        raise BundleError(f"{manifest_path}: scoring.aggregation.weight must be in [0, 1], got {weight!r}")
+
+
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Load and check a bundle folder ('default' or None: the shipped default)."""
     folder = resolve_bundle_path(path)
@@ -282,6 +303,11 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     for dim in manifest["dimensions"]:
         entry = manifest["models"][dim]
         model = load_fasttext(folder / entry["file"], entry["sha256"])
+        labels = sorted(model.get_labels())
+        if labels != sorted(BINARY_LABELS):  # e.g. a language-ID model under a dimension's name
+            raise BundleError(
+                f"{folder / entry['file']}: labels {labels[:5]} are not {sorted(BINARY_LABELS)}"
+            )
         cal = {
             k: float(v)
             for k, v in (entry.get("calibration") or {}).items()

@@ -8,6 +8,8 @@ leaf package because the scoring step needs the aggregate; tiers are used by the
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -31,7 +33,7 @@ class Tier(BaseModel):
     keeps its meaning; the mix stage resolves it to a score over the documents it mixes and records both.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     min_score: float | None = Field(
@@ -55,8 +57,17 @@ class Tier(BaseModel):
         return self
 
 
+@functools.lru_cache(maxsize=1)
+def _taxonomy_dimensions() -> tuple[str, ...]:
+    from classifiers.taxonomy import load_taxonomy
+
+    return tuple(load_taxonomy().dimensions)
+
+
 class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False
+    )  # a NaN weight silently drops its dimension
 
     name: str
     description: str = ""
@@ -78,6 +89,14 @@ class Profile(BaseModel):
             raise ValueError("weights: need at least one positive weight")
         if any(w < 0 for w in self.weights.values()):
             raise ValueError("weights: must be >= 0")
+        known = set(_taxonomy_dimensions())
+        for name in self.weights:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(
+                    f"weights.{name}: not a dimension of the taxonomy{hint}; known: {', '.join(sorted(known))}"
+                )
         if not self.tiers:
             raise ValueError("tiers: need at least one tier")
         names = [t.name for t in self.tiers]

@@ -31,6 +31,7 @@ import numpy as np
 from classifiers.bundle import (
     BUNDLE_FORMAT,
     MANIFEST,
+    NEGATIVE_LABEL,
     POSITIVE_LABEL,
     DimensionModel,
     length_feature,
@@ -40,7 +41,6 @@ from classifiers.bundle import (
 from classifiers.dataset import DimensionData, Example, SeedData, balance, eval_texts_sha256
 from classifiers.normalize import NORMALIZATION_VERSION
 
-NEGATIVE_LABEL = "__label__0"
 MIN_MATRIX_BYTES = 1 << 20
 NAN_RETRIES = 8
 

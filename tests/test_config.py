@@ -225,3 +225,20 @@ def test_bad_log_level_is_a_usage_error():
         and "'warn' is not one of" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("weights", "factor", "expected"),
+    [
+        ("{care: .nan, respect: 1}", "2", "key 'weights.care': expected a finite number"),
+        ("{car: 1}", "2", "key 'weights.car': not a dimension of the taxonomy (did you mean 'care'?)"),
+        ("{care: 1}", ".inf", "key 'tiers.0.factor': expected a finite number"),
+    ],
+)
+def test_profile_numbers_are_finite_and_dimensions_known(tmp_path, weights, factor, expected):
+    from classifiers.profiles import ProfileError, load_profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"weights: {weights}\ntiers:\n  - {{name: top, min_score: 0.5, factor: {factor}}}\n")
+    with pytest.raises(ProfileError, match=re.escape(f"{path}: {expected}")):
+        load_profile(str(path))

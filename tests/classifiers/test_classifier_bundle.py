@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -120,6 +121,51 @@ def test_hand_edited_manifest_and_other_normalisation_are_refused(tiny_bundle_pa
     manifest["version"] = manifest_version(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"models.care needs 'file' and 'sha256'"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("scoring", "message"),
+    [
+        ({"chunk_words": 0}, "scoring.chunk_words must be an integer >= 1"),
+        ({"max_chunks": 0}, "scoring.max_chunks must be an integer >= 1"),
+        ({"aggregation": {"method": "median"}}, "scoring.aggregation.method must be one of"),
+        (
+            {"aggregation": {"method": "mean_min", "weight": 5}},
+            "scoring.aggregation.weight must be in [0, 1]",
+        ),
+    ],
+)
+def test_scoring_settings_are_checked_at_load(tiny_bundle_path, tmp_path, scoring, message):
+    """Caught when the bundle loads, not in a worker at the first long page (or as silently clipped scores)."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["scoring"] = {**manifest.get("scoring", {}), **scoring}
+    manifest["version"] = manifest_version(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=re.escape(f"{copy / 'manifest.json'}: {message}")):
+        load_bundle(copy)
+
+
+def test_a_model_with_other_labels_is_refused(tiny_bundle_path, tmp_path):
+    """A model with the right checksum but other labels (say, language ID) would score silently wrong."""
+    from classifiers.bundle import sha256_file
+    from classifiers.train import fit_in_fresh_process
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_path, copy)
+    (tmp_path / "lang.txt").write_text("__label__en hello there\n__label__fr bonjour mes amis\n" * 20)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    target = copy / manifest["models"]["care"]["file"]
+    # in a fresh process, as the trainer does: fastText 0.9.2 reads uninitialised memory ("Encountered NaN")
+    fit_in_fresh_process("supervised", tmp_path / "lang.txt", {"epoch": 1, "dim": 8, "thread": 1}, target)
+    manifest["models"]["care"]["sha256"] = sha256_file(target)
+    manifest["version"] = manifest_version(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=re.escape(f"{target}: labels ['__label__en', '__label__fr'] are not")
+    ):
         load_bundle(copy)
 
 
