@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -113,17 +114,21 @@ def _excerpt(text: str, max_chars: int) -> str:
     return cut[: end + 1] if end > max_chars // 3 else cut
 
 
+def grounding_files(source: str | Path) -> list[str]:
+    """The Parquet files of `synthetic.grounding_input`: a folder, a file, or a glob (absolute or relative)."""
+    path = Path(source)
+    if path.is_dir():
+        return list_parquet(path)
+    if path.is_file():
+        return [str(path)]
+    return sorted(glob.glob(str(source), recursive=True))
+
+
 def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> list[tuple[str, str]]:
     """(doc id, excerpt) of the top-K scored documents by `prosocial` (ties by id), or [] without input."""
     if not source:
         return []
-    path = Path(source)
-    if path.is_dir():
-        files = list_parquet(path)
-    elif path.is_file():
-        files = [str(path)]
-    else:  # a glob, absolute or relative
-        files = sorted(glob.glob(str(source), recursive=True))
+    files = grounding_files(source)
     best: list[tuple[float, str, str]] = []
     for file in files:
         schema = pq.read_schema(file)
@@ -182,6 +187,13 @@ def preflight(settings: SyntheticSettings) -> None:
         raise ValueError("synthetic.model: empty (a hub id, a local path or builtin:tiny-random-llama)")
     if looks_local and not model.startswith("builtin:") and not Path(model).expanduser().is_dir():
         raise ValueError(f"synthetic.model: local model folder not found: {model}")
+    if (
+        settings.grounding_fraction > 0
+        and settings.grounding_input
+        and not grounding_files(settings.grounding_input)
+    ):
+        # a typo would otherwise turn grounding off for the whole run, without a word
+        raise ValueError(f"synthetic.grounding_input: no Parquet files match {settings.grounding_input}")
 
 
 # -- finalize -----------------------------------------------------------------------------------------------
@@ -190,6 +202,11 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
     from synthetic.validate import NearDuplicates
 
     dedup = NearDuplicates(threshold=settings.near_dup_threshold)
+    # dialogues carried from the published version (refresh) come first: a top-up must not repeat them
+    for carried in sorted(midtrain.glob("carry-*.parquet")):
+        table = pq.read_table(carried, columns=["id", "messages"])
+        for doc_id, messages in zip(table["id"].to_pylist(), table["messages"].to_pylist(), strict=True):
+            dedup.check(doc_id, "\n".join(m["content"] for m in messages))
     counts: Counter = Counter()
     reasons: Counter = Counter()
     by_dimension: Counter = Counter()
@@ -271,12 +288,21 @@ _TRANSPORT = {
 def variant_key(settings: SyntheticSettings, bundle_path: str | None) -> str:
     """Hash of everything that decides a chunk's content and verdicts (seed, target, model, grid, thresholds,
     bundle...). Chunk files and completion markers live under `v-<key>/`, so a rerun with other settings
-    (a refresh top-up round with a new seed, a new threshold) never reuses chunks made for different ones,
-    while the request cache, keyed by request content, stays shared: re-validating costs no generation."""
+    (a refresh top-up round with a new seed, a rebuilt bundle, an edited grid) never reuses chunks made for
+    different ones, while the request cache of the work folder, keyed by request content, stays shared."""
     import hashlib
 
+    from classifiers.bundle import BundleError, read_manifest
+    from synthetic.scenarios import resolve_grid_path
+
     data = settings.model_dump(mode="json", exclude=_TRANSPORT)
-    data["bundle"] = bundle_path
+    # contents, not paths: a bundle rebuilt in place (or built after a first run without one) and an edited
+    # grid must not reuse chunks judged or written under the old ones
+    try:
+        data["bundle"] = read_manifest(Path(bundle_path))["version"] if bundle_path else None
+    except BundleError:
+        data["bundle"] = f"unavailable:{bundle_path}"
+    data["grid"] = hashlib.sha256(resolve_grid_path(settings.grid).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -331,7 +357,9 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
     start = time.time()
     from classifiers.bundle import resolve_bundle_path
 
-    bundle_path = str(resolve_bundle_path(ctx.config.classifier.bundle))
+    bundle_path = os.path.abspath(
+        resolve_bundle_path(ctx.config.classifier.bundle)
+    )  # workers start elsewhere
     root = ctx.stage_dir(STAGE)
     stage = root / f"v-{variant_key(settings, bundle_path)}"
     stage.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -125,9 +126,13 @@ def parse_score(
                 break
     if value is None:
         return None, "truncated" if finish_reason == "length" else "no_score"
+    if isinstance(value, bool):  # JSON true is not a score of 1
+        return None, "no_score"
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 parses to inf in JSON
+        return None, "no_score"
+    if not math.isfinite(number):  # NaN and inf would raise in int() and lose the whole batch
         return None, "no_score"
     if number != int(number):
         return None, "not_integer"

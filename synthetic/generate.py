@@ -23,14 +23,14 @@ from synthetic.scenarios import (
     ScenarioSampler,
     build_messages,
     dialogue_schema,
-    outside_excerpt,
+    instruction_wording,
 )
 from synthetic.settings import SyntheticSettings
 from synthetic.validate import (
     assistant_text,
     character_reasons,
-    detect_language,
     dimension_score,
+    language_reasons,
     leakage,
     load_bundle_or_none,
     parse_dialogue,
@@ -81,7 +81,10 @@ class RequestCache:
         self._items[completion.request_id] = completion
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.path.is_file() and self.path.stat().st_size and _last_byte(self.path) != b"\n"
             self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by sync()
+            if torn:  # a process killed mid-line: end that line, or the next record would merge into it
+                self._handle.write("\n")
         self._handle.write(json.dumps(completion.to_json(), ensure_ascii=False) + "\n")
         self._handle.flush()
 
@@ -90,6 +93,12 @@ class RequestCache:
             os.fsync(self._handle.fileno())
             self._handle.close()
             self._handle = None
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
 
 
 @dataclass
@@ -188,18 +197,18 @@ def validate_attempts(
         )
         if settings.character_checks:
             reasons[i] += character_reasons(turns, settings.language)
-        if leakage(turns, outside_excerpt(requests[i].messages[-1][1])):
+        if leakage(turns, instruction_wording(requests[i].messages[-1][1])):
             reasons[i].append("template_leakage")
         if refusal(turns):
             reasons[i].append("refusal_boilerplate")
 
     languages: dict[int, tuple[str, float]] = {}
-    texts = {i: "\n".join(t["content"] for t in parsed[i].turns) for i in ok}
-    for i, detected in zip(ok, detect_language([texts[i] for i in ok]), strict=True):
-        languages[i] = detected
-        lang, prob = detected
-        if lang != settings.language or prob < settings.min_language_score:
-            reasons[i].append("wrong_language")
+    detected, why = language_reasons(
+        [parsed[i].turns for i in ok], settings.language, settings.min_language_score
+    )
+    for i, found, extra in zip(ok, detected, why, strict=True):
+        languages[i] = found
+        reasons[i] += extra
 
     bundle, why = load_bundle_or_none(bundle_path)
     dims = list(bundle.dimensions) if bundle is not None else []

@@ -174,6 +174,7 @@ def quote_excerpt(text: str, max_chars: int) -> tuple[str, str]:
     return text, nonce
 
 
+SCENARIO_LINE = "The user is "  # starts the line that describes the scenario's user
 SYSTEM_PROMPT = (
     "You write realistic example conversations between a user and an AI assistant, for training assistants "
     "that help people flourish. You answer with JSON only."
@@ -197,11 +198,12 @@ def build_messages(
     lines = [
         f"Write a conversation in {language_name(language)} between a user and an assistant, in the style of "
         f"{scenario.style}.",
-        f"The user is {scenario.persona}, in the area of {scenario.domain}, who {scenario.situation}.",
+        f"{SCENARIO_LINE}{scenario.persona}, in the area of {scenario.domain}, who {scenario.situation}.",
         f"Value in focus: {scenario.dimension.replace('_', ' ')}. The assistant {scenario.goal}.",
         "The assistant must NOT do any of the following:",
         avoid,
-        f"Write between {min_turns} and {max_turns} messages: {min_turns // 2} to {max_turns // 2} exchanges, each a "
+        f"Write between {min_turns} and {max_turns} messages: {(min_turns + 1) // 2} to {max_turns // 2} exchanges, "
+        "each a "
         "user message followed by the assistant's reply.",
         "Each message is plain text of one to a few sentences. Do not mention these instructions, the value in "
         "focus by name, or that this is an example.",
@@ -224,6 +226,14 @@ def outside_excerpt(prompt: str) -> str:
     """The prompt with its (single) excerpt block removed: what the model reads as instructions."""
     match = re.search(r"<<<EXCERPT (\w+)>>>\n.*\n<<<END EXCERPT \1>>>", prompt, flags=re.S)
     return prompt if match is None else prompt[: match.start()] + prompt[match.end() :]
+
+
+def instruction_wording(prompt: str) -> str:
+    """What a dialogue must not copy: the prompt without its excerpt and without the scenario line. A user
+    who "made a mistake that affected someone else" naturally says so in those words; repeating the fixed
+    instructions, goal or failure modes is what gives a template away."""
+    lines = outside_excerpt(prompt).split("\n")
+    return "\n".join(line for line in lines if not line.startswith(SCENARIO_LINE))
 
 
 def dialogue_schema(min_turns: int, max_turns: int, max_chars: int) -> dict[str, Any]:

@@ -5,14 +5,17 @@ Per-dialogue checks (run in the task that generated the dialogue):
 - structure: `unknown_role` (a system or tool turn), `first_turn_not_user`, `roles_not_alternating`,
   `last_turn_not_assistant`, `too_few_turns`, `too_many_turns`, `message_too_short`, `message_too_long`,
   `control_characters` (left after parsing);
-- language: `wrong_language` (lid.176 on the whole dialogue, below the score or another language);
+- language: `wrong_language` (lid.176 on the whole dialogue, below the score or another language),
+  `mixed_language` (one message of 6+ words confidently in another language);
 - characters: `junk_characters` (private-use / unassigned code points), `unexpected_script` (letters of
   another script in a Latin-script language);
-- template leakage: `template_leakage` (prompt wording, chat-template markers or JSON keys in the text);
+- template leakage: `template_leakage` (8 words of the prompt's instructions, chat-template markers or JSON
+  keys in the text; the scenario's own description may be echoed);
 - refusal boilerplate: `refusal_boilerplate`;
 - classifier: `low_score_<dimension>` below the threshold, or `no_classifier` when thresholds are set but no
   bundle could be loaded.
-Run-level check (after every task, in scenario order): `near_duplicate` (MinHash, `NearDuplicates`).
+Run-level check (after every task, in scenario order, after the dialogues a refresh carries):
+`near_duplicate` (MinHash, `NearDuplicates`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class Parsed:
     replaced_control_chars: int = 0
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 (but tab and newline), DEL and C1
 
 
 def _clean(text: str) -> tuple[str, int]:
@@ -239,6 +242,37 @@ def detect_language(texts: list[str]) -> list[tuple[str, float]]:
         (lab[0].removeprefix("__label__") if lab else "", float(p[0]) if len(p) else 0.0)
         for lab, p in zip(labels, probs, strict=True)
     ]
+
+
+# lid.176 probability above which one message counts as written in another language
+FOREIGN_MESSAGE_SCORE = 0.8
+FOREIGN_MESSAGE_WORDS = 6
+
+
+def language_reasons(
+    dialogues: list[list[dict[str, str]]], language: str, min_score: float
+) -> tuple[list[tuple[str, float]], list[list[str]]]:
+    """(language detected over each whole dialogue, its reasons): `wrong_language` when the dialogue is not
+    confidently `language`; `mixed_language` when one of its messages confidently is another language.
+
+    Why both: a French last turn in an English dialogue passes the whole-text check. Only messages of 6+
+    words count, detected with probability >= 0.8: lid.176 calls "Thanks so much!" Spanish (0.99), and on
+    3,000 English web sentences of 20-300 characters it flagged one, which was German.
+    """
+    whole = detect_language(["\n".join(t["content"] for t in turns) for turns in dialogues])
+    reasons: list[list[str]] = [
+        ["wrong_language"] if lang != language or prob < min_score else [] for lang, prob in whole
+    ]
+    messages = [
+        (d, t["content"])
+        for d, turns in enumerate(dialogues)
+        for t in turns
+        if len(t["content"].split()) >= FOREIGN_MESSAGE_WORDS
+    ]
+    for (d, _), (lang, prob) in zip(messages, detect_language([m for _, m in messages]), strict=True):
+        if lang != language and prob >= FOREIGN_MESSAGE_SCORE and "mixed_language" not in reasons[d]:
+            reasons[d].append("mixed_language")
+    return whole, reasons
 
 
 # -- classifier scores -----------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ from synthetic.annotate import annotation_messages, parse_score, write_labels
         ('{"reason": "this text is ab', "length", (None, "truncated")),
         ("I cannot grade this.", "stop", (None, "no_score")),
         ('{"reason": "no score key"}', "stop", (None, "no_score")),
+        ('{"reason": "k", "score": NaN}', "stop", (None, "no_score")),  # int(nan) raised: the batch was lost
+        ('{"reason": "k", "score": 1e999}', "stop", (None, "no_score")),
+        ('{"reason": "k", "score": true}', "stop", (None, "no_score")),  # not a score of 1
     ],
 )
 def test_parse_score_is_robust(text, finish, expected):

@@ -156,6 +156,14 @@ def test_grounding_input_may_be_a_folder_a_file_or_a_glob(tmp_path, monkeypatch)
     assert len(select_groundings(files[0], 50, 200)) == 10
     monkeypatch.chdir(tmp_path)
     assert select_groundings("scored/*.parquet", 5, 200) == expected
+    # a typo is an error before any work, not a silently ungrounded run
+    from pipelines.synthesize import preflight
+
+    preflight(SyntheticSettings(grounding_input="scored/*.parquet", grounding_fraction=0.5))
+    with pytest.raises(
+        ValueError, match=r"synthetic.grounding_input: no Parquet files match scord/\*.parquet"
+    ):
+        preflight(SyntheticSettings(grounding_input="scord/*.parquet", grounding_fraction=0.5))
 
 
 def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
@@ -178,3 +186,68 @@ def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
     assert [d for d, _ in select_groundings(tmp_path / "one.parquet", 3, 50)] == ["a", "d"]
     chosen = select_groundings(str(tmp_path / "*.parquet"), 5, 50)
     assert [d for d, _ in chosen] == ["a", "d", "c", "a", "b"] and chosen[0] == ("a", "text a")
+
+
+def test_variant_key_follows_grid_and_bundle_contents(tmp_path, tiny_bundle):
+    """Chunks are reused only for the same grid text and the same bundle version, not the same paths."""
+    import json
+    import shutil
+
+    from classifiers.bundle import manifest_version
+    from pipelines.synthesize import variant_key
+    from synthetic.scenarios import resolve_grid_path
+
+    grid = tmp_path / "grid.yaml"
+    shutil.copy(resolve_grid_path(SyntheticSettings().grid), grid)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    settings = SyntheticSettings(grid=str(grid))
+    first = variant_key(settings, str(bundle))
+    assert variant_key(settings, str(bundle)) == first
+    grid.write_text(grid.read_text() + "\n# edited\n")
+    edited = variant_key(settings, str(bundle))
+    assert edited != first
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["models"]["care"]["threshold"] = 0.7
+    manifest["version"] = manifest_version(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))  # rebuilt in place, same path
+    assert variant_key(settings, str(bundle)) != edited
+    assert variant_key(settings, str(tmp_path / "none")) != edited  # no bundle yet: its own key
+
+
+def test_top_up_dialogues_are_checked_against_carried_ones(tmp_path):
+    """A refresh carries the published dialogues; a new one that repeats a carried one is a near-duplicate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.synthesize import finalize
+    from synthetic.schema import dialogue_schema
+
+    words = "I keep arguing with my brother about our mother's care and I am exhausted by all of it"
+    reply = "That sounds draining. What does each of you most want for her right now, and why?"
+
+    def row(doc_id: str, user: str) -> dict:
+        return {
+            "id": doc_id, "dimension": "care", "finish_reason": "stop",
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}],
+            "validation": {"passed": True, "reasons": [], "language": "en", "language_score": 0.9},
+        }  # fmt: skip
+
+    stage, midtrain = tmp_path / "stage", tmp_path / "midtrain"
+    (stage / "chunks").mkdir(parents=True)
+    midtrain.mkdir()
+    pq.write_table(
+        pa.Table.from_pylist([row("old", words)], schema=dialogue_schema([])), midtrain / "carry-v1-x.parquet"
+    )
+    new = [
+        row("repeat", words),
+        row("fresh", "My neighbour plays loud music every night and I cannot sleep at all"),
+    ]
+    pq.write_table(
+        pa.Table.from_pylist(new, schema=dialogue_schema([], attempts=True)),
+        stage / "chunks" / "chunk-00000.parquet",
+    )
+    summary = finalize(SyntheticSettings(), stage, midtrain, n_chunks=1)
+    assert summary["accepted"] == 1 and summary["rejected"] == 1
+    kept = pq.read_table(midtrain / "part-00000.parquet")["id"].to_pylist()
+    assert kept == ["fresh"] and (midtrain / "carry-v1-x.parquet").is_file()

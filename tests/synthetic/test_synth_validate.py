@@ -48,9 +48,10 @@ def test_parse_exchanges_turns_and_failures():
 
 
 def test_control_characters_are_replaced_and_counted():
-    raw = '{"exchanges": [{"user": "a\x01b\x02c", "assistant": "ok\x1f"}]}'
+    raw = '{"exchanges": [{"user": "a\x01b\x02c", "assistant": "ok\x1f \u0085x\u009b"}]}'  # C0 and C1
     parsed = parse_dialogue(raw, "stop", None)
-    assert parsed.turns[0]["content"] == "a b c" and parsed.replaced_control_chars == 3
+    assert parsed.turns[0]["content"] == "a b c" and parsed.replaced_control_chars == 5
+    assert parsed.turns[1]["content"] == "ok   x "
 
 
 def test_structure_reasons():
@@ -128,6 +129,35 @@ def test_near_duplicates_across_the_run():
     assert dedup.check("d", "hi") is None and dedup.check("e", "hi") == "d"  # shorter than one shingle
 
 
+def test_a_foreign_message_in_a_dialogue_is_mixed_language():
+    from synthetic.validate import language_reasons
+
+    french = "Je pense que vous devriez en parler avec lui."
+    mixed = GOOD[:3] + [{"role": "assistant", "content": french}]
+    short = GOOD[:3] + [{"role": "assistant", "content": "Thanks so much!"}]  # lid.176: Spanish, 0.99
+    detected, reasons = language_reasons([GOOD, mixed, short], "en", 0.5)
+    assert detected[1][0] == "en" and detected[1][1] >= 0.5  # the whole-dialogue check alone passes it
+    assert reasons == [[], ["mixed_language"], []]
+
+
+def test_leakage_ignores_the_scenario_line_but_not_the_instructions():
+    from synthetic.scenarios import ScenarioSampler, build_messages, instruction_wording, load_grid
+
+    grid = load_grid("configs/synthetic/grid.yaml")
+    scenario = ScenarioSampler(grid, seed=0).sample(0)
+    prompt = build_messages(scenario, grid, 4, 8, 500)[-1]["content"]
+    wording = instruction_wording(prompt)
+    natural = GOOD[:3] + [
+        {"role": "assistant", "content": f"You are {scenario.persona} who {scenario.situation}."}
+    ]
+    assert not leakage(natural, wording)
+    copied = GOOD[:3] + [
+        {"role": "assistant", "content": "Each message is plain text of one to a few sentences."}
+    ]
+    assert leakage(copied, wording)
+    assert "3 to 4 exchanges" in build_messages(scenario, grid, 5, 8, 500)[-1]["content"]  # 2 would fail 5
+
+
 def test_request_cache_survives_a_torn_line(tmp_path):
     path = tmp_path / "cache.jsonl"
     cache = RequestCache(path)
@@ -139,3 +169,6 @@ def test_request_cache_survives_a_torn_line(tmp_path):
         handle.write('{"request_id": "r3", "text": "{\\"exch')  # a writer killed mid-line
     again = RequestCache(path)
     assert "r1" in again and "r2" not in again and "r3" not in again and len(again) == 1
+    again.add(Completion("r4", "{}", "stop", 3))  # appended after the torn line, not merged into it
+    again.sync()
+    assert "r4" in RequestCache(path)
