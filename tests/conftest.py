@@ -27,3 +27,13 @@ def dask_client(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("dask")
     with connect(ClusterConfig(n_workers=2, local_directory=str(scratch))) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_path(tmp_path_factory) -> Path:
+    """One tiny real fastText bundle for the session (kind words score high, hostile words low; about 2 s).
+
+    Tests that change a bundle copy it first."""
+    from classifiers.testing import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")

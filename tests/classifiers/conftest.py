@@ -1,17 +1,8 @@
-"""Fixtures of the classifier tests: one tiny real fastText bundle per session (about 2 s to train)."""
+"""Fixtures of the classifier tests: the session's tiny bundle (tests/conftest.py), loaded."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle_path(tmp_path_factory) -> Path:
-    from classifiers.testing import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -206,12 +206,11 @@ def test_preflight_rejects_a_damaged_language_model(tmp_path, monkeypatch, keep)
         preflight(load_config(None, [f"input={DEMO}"]))
 
 
-def test_scoring_adds_ps_columns(tmp_path, dask_client):
+def test_scoring_adds_ps_columns(tmp_path, dask_client, tiny_bundle_path):
     """The prosocial scorer runs last before the writer; its dimensions become ps_* columns."""
     from classifiers.bundle import read_manifest
-    from classifiers.testing import make_tiny_bundle
 
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle_path
     manifest = read_manifest(bundle)
     summary, _ = run_stage(
         tmp_path / "out", [DEMO], dask_client, "curate.score=true", f"classifier.bundle={bundle}"

@@ -10,13 +10,6 @@ from refresh_fixtures import PROFILE, base_overrides, corpus, summary_of, write_
 
 
 @pytest.fixture(scope="session")
-def publish_bundle(tmp_path_factory) -> Path:
-    from classifiers.testing import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("publish-bundle") / "tiny")
-
-
-@pytest.fixture(scope="session")
 def flat_profile(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("profile") / "flat.yaml"
     path.write_text(PROFILE)
@@ -24,18 +17,18 @@ def flat_profile(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def v1(tmp_path_factory, dask_client, publish_bundle, flat_profile):
+def v1(tmp_path_factory, dask_client, tiny_bundle_path, flat_profile):
     """`corpus run` over one shard of 20 documents: OUT with v1 and its state store (copy it before changing it)."""
     root = tmp_path_factory.mktemp("v1")
     first = write_shard(root / "base" / "a.jsonl", list(range(20)))
     out = root / "out"
-    overrides = base_overrides(out, first, publish_bundle, flat_profile, dask_client.scheduler.address)
+    overrides = base_overrides(out, first, tiny_bundle_path, flat_profile, dask_client.scheduler.address)
     summary = summary_of(corpus("run", overrides))
     return {"out": out, "first": first, "summary": summary, "address": dask_client.scheduler.address}
 
 
 @pytest.fixture
-def world(v1, tmp_path, publish_bundle, flat_profile):
+def world(v1, tmp_path, tiny_bundle_path, flat_profile):
     """A private copy of the v1 output root, a folder for new shards, and `overrides(*extra)` for this copy."""
     out = tmp_path / "out"
     shutil.copytree(v1["out"], out, symlinks=True)
@@ -44,6 +37,6 @@ def world(v1, tmp_path, publish_bundle, flat_profile):
 
     def overrides(*extra: str, with_new: bool = True) -> list[str]:
         inputs = f"{v1['first']},{new}" if with_new else str(v1["first"])
-        return base_overrides(out, inputs, publish_bundle, flat_profile, v1["address"], *extra)
+        return base_overrides(out, inputs, tiny_bundle_path, flat_profile, v1["address"], *extra)
 
     return {"out": out, "new": new, "overrides": overrides, "first": v1["first"], "v1": v1}

@@ -7,21 +7,12 @@ are off here (they need a vLLM engine; tests/stats/test_stats_synth.py covers th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from stats_helpers import run_corpus, write_inputs
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    from classifiers.testing import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("stats-bundle") / "tiny")
-
-
-@pytest.fixture(scope="session")
-def corpus_out(tmp_path_factory, dask_client, tiny_bundle) -> dict:
+def corpus_out(tmp_path_factory, dask_client, tiny_bundle_path) -> dict:
     """OUT with versions v1 (two input files) and v2 (three), plus each run's summary."""
     root = tmp_path_factory.mktemp("stats-run")
     inputs = root / "inputs"
@@ -31,8 +22,8 @@ def corpus_out(tmp_path_factory, dask_client, tiny_bundle) -> dict:
         "granted, free of charge, to any person obtaining a copy...\n"
     )
     out = root / "out"
-    first = run_corpus(dask_client, out, [str(f) for f in files[:2]], tiny_bundle)
-    second = run_corpus(dask_client, out, [str(f) for f in files], tiny_bundle)
+    first = run_corpus(dask_client, out, [str(f) for f in files[:2]], tiny_bundle_path)
+    second = run_corpus(dask_client, out, [str(f) for f in files], tiny_bundle_path)
     return {"out": out, "inputs": inputs, "runs": [first, second]}
 
 

@@ -12,9 +12,9 @@ import pipelines.stats as stats
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_stats_reconcile_on_the_shared_web_data(shared_data, dask_client, tiny_bundle, tmp_path):
+def test_stats_reconcile_on_the_shared_web_data(shared_data, dask_client, tiny_bundle_path, tmp_path):
     out = tmp_path / "out"
-    summary = run_corpus(dask_client, out, [str(shared_data / "web")], tiny_bundle)
+    summary = run_corpus(dask_client, out, [str(shared_data / "web")], tiny_bundle_path)
     problems, checked = reconcile(out, summary)
     assert not problems, "\n".join(problems)
     tables = stats.load(out)

@@ -11,14 +11,14 @@ import pipelines.stats as stats
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_synthetic_attempts_acceptances_and_rejections(dask_client, tiny_bundle, tmp_path, offline_hf):
+def test_synthetic_attempts_acceptances_and_rejections(dask_client, tiny_bundle_path, tmp_path, offline_hf):
     files = write_inputs(tmp_path / "inputs", files=1, per_file=12)
     out = tmp_path / "out"
     summary = run_corpus(
         dask_client,
         out,
         [str(f) for f in files],
-        tiny_bundle,
+        tiny_bundle_path,
         "synthetic.target=4",
         "synthetic.chunk_size=4",
         "synthetic.min_score=0",

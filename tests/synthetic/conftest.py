@@ -29,14 +29,6 @@ def tiny_model(model_cache) -> Path:
     return ensure_tiny_llama(model_cache)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A real (tiny) fastText bundle: kind words score high, hostile words low."""
-    from classifiers.testing import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
-
-
 @pytest.fixture
 def chat_server():
     servers: list[ChatServer] = []

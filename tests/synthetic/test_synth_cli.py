@@ -56,7 +56,7 @@ def _kill_run(pid: int) -> None:
     )
 
 
-def test_corpus_synth_kill_resume_schema_and_chat_template(tmp_path, tiny_model, tiny_bundle):
+def test_corpus_synth_kill_resume_schema_and_chat_template(tmp_path, tiny_model, tiny_bundle_path):
     out = tmp_path / "out"
     args = [
         CORPUS,
@@ -69,7 +69,7 @@ def test_corpus_synth_kill_resume_schema_and_chat_template(tmp_path, tiny_model,
         "synthetic.min_language_score=0",
         "synthetic.min_chars=1",
         "synthetic.character_checks=false",
-        f"classifier.bundle={tiny_bundle}",
+        f"classifier.bundle={tiny_bundle_path}",
         "cluster.n_workers=2",
         f"cluster.local_directory={tmp_path / 'dask'}",
     ]

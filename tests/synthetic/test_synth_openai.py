@@ -128,7 +128,9 @@ def dialogue_server(chat_server):
     return chat_server(respond)
 
 
-def test_stage_runs_on_dask_with_near_duplicates_and_scores(chat_server, dask_client, tiny_bundle, tmp_path):
+def test_stage_runs_on_dask_with_near_duplicates_and_scores(
+    chat_server, dask_client, tiny_bundle_path, tmp_path
+):
     from classifiers.settings import ClassifierSettings
     from pipelines.config import CorpusConfig
     from pipelines.context import RunContext
@@ -145,7 +147,7 @@ def test_stage_runs_on_dask_with_near_duplicates_and_scores(chat_server, dask_cl
         openai=OpenAISettings(base_url=server.base_url, concurrency=2),
     )
     config = CorpusConfig(
-        out=tmp_path / "out", synthetic=synthetic, classifier=ClassifierSettings(bundle=str(tiny_bundle))
+        out=tmp_path / "out", synthetic=synthetic, classifier=ClassifierSettings(bundle=str(tiny_bundle_path))
     )
     ctx = RunContext(config=config, client=dask_client, run_id="t-openai")
     summary = run_synthesize(ctx)

@@ -188,7 +188,7 @@ def test_grounding_picks_top_scores_with_ties_nulls_and_empty_texts(tmp_path):
     assert [d for d, _ in chosen] == ["a", "d", "c", "a", "b"] and chosen[0] == ("a", "text a")
 
 
-def test_variant_key_follows_grid_and_bundle_contents(tmp_path, tiny_bundle):
+def test_variant_key_follows_grid_and_bundle_contents(tmp_path, tiny_bundle_path):
     """Chunks are reused only for the same grid text and the same bundle version, not the same paths."""
     import json
     import shutil
@@ -200,7 +200,7 @@ def test_variant_key_follows_grid_and_bundle_contents(tmp_path, tiny_bundle):
     grid = tmp_path / "grid.yaml"
     shutil.copy(resolve_grid_path(SyntheticSettings().grid), grid)
     bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(tiny_bundle_path, bundle)
     settings = SyntheticSettings(grid=str(grid))
     first = variant_key(settings, str(bundle))
     assert variant_key(settings, str(bundle)) == first

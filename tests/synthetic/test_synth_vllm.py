@@ -50,7 +50,7 @@ def test_one_batch_of_guided_dialogues_all_parse(engine):
     assert [c.text for c in again] == [c.text for c in completions[:3]]
 
 
-def test_noise_is_rejected_with_recorded_reasons(engine, tiny_bundle, tmp_path):
+def test_noise_is_rejected_with_recorded_reasons(engine, tiny_bundle_path, tmp_path):
     from synthetic.generate import run_chunk
     from synthetic.scenarios import Grounding, ScenarioSampler, load_grid
 
@@ -62,7 +62,7 @@ def test_noise_is_rejected_with_recorded_reasons(engine, tiny_bundle, tmp_path):
         groundings=[Grounding("g1", "Neighbours planted trees together.")],
         grounding_fraction=0.5,
     )
-    result = run_chunk(settings, grid, sampler, 0, tmp_path / "cache.jsonl", tiny_bundle)
+    result = run_chunk(settings, grid, sampler, 0, tmp_path / "cache.jsonl", tiny_bundle_path)
     assert (
         result.counts["attempted"] == 16
         and result.counts["parsed"] == 16
@@ -77,7 +77,7 @@ def test_noise_is_rejected_with_recorded_reasons(engine, tiny_bundle, tmp_path):
     assert all(0.0 <= r["ps_care"] <= 1.0 for r in result.rows)
     assert any(r["grounding_doc_id"] == "g1" for r in result.rows)
     # a retried task finds every completion in the request cache and generates nothing
-    again = run_chunk(settings, grid, sampler, 0, tmp_path / "cache.jsonl", tiny_bundle)
+    again = run_chunk(settings, grid, sampler, 0, tmp_path / "cache.jsonl", tiny_bundle_path)
     assert again.counts["generated"] == 0 and again.counts["cached"] == 16
     assert [r["raw"] for r in again.rows] == [r["raw"] for r in result.rows]
 
