@@ -341,6 +341,13 @@ def _run_stages(
             "previous_version": state.version if state else None,
             "previous_batches": len(previous_batches),
         }
+        if config.synthetic.enabled and config.synthetic.target > 0:
+            from pipelines.synthesize import task_resources
+
+            try:  # the cluster's GPUs are known now: a tensor_parallel_size no worker can host fails here,
+                task_resources(config.synthetic, client)  # not after hours of curate, dedup and mix
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         ctx.results["curate"] = run_curate(ctx, sorted(batch))
         fault_point("after_curate")
         if mode == "refresh":

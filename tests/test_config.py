@@ -242,3 +242,16 @@ def test_profile_numbers_are_finite_and_dimensions_known(tmp_path, weights, fact
     path.write_text(f"weights: {weights}\ntiers:\n  - {{name: top, min_score: 0.5, factor: {factor}}}\n")
     with pytest.raises(ProfileError, match=re.escape(f"{path}: {expected}")):
         load_profile(str(path))
+
+
+def test_tensor_parallel_size_no_worker_can_host_fails_before_curate(tmp_path):
+    from pipelines.graph import run_graph
+
+    config = load_config(
+        None,
+        [f"out={tmp_path / 'out'}", "cluster.gpus_per_worker=1", "cluster.n_workers=1",
+         "synthetic.tensor_parallel_size=2", "cluster.memory_limit=1GB"],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="tensor_parallel_size=2 but the largest worker advertises GPU=1"):
+        run_graph(config)
+    assert not list((tmp_path / "out" / "work").glob("*/curate"))
