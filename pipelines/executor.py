@@ -227,8 +227,12 @@ class DaskPipelineExecutor(PipelineExecutor):
             dynamic_ncols=True,
         )
 
+        slots = {"n": 0, "at": float("-inf")}
+
         def fill() -> None:
-            while pending and len(in_flight) < min(self.workers, _slots(client)):
+            if time.monotonic() - slots["at"] > 5:  # the worker list is one scheduler round trip: not per rank
+                slots["n"], slots["at"] = _slots(client), time.monotonic()
+            while pending and len(in_flight) < min(self.workers, slots["n"]):
                 rank = pending.pop(0)
                 future = submit(rank)
                 in_flight[future.key] = rank
