@@ -230,7 +230,9 @@ class DaskPipelineExecutor(PipelineExecutor):
         slots = {"n": 0, "at": float("-inf")}
 
         def fill() -> None:
-            if time.monotonic() - slots["at"] > 5:  # the worker list is one scheduler round trip: not per rank
+            if (
+                time.monotonic() - slots["at"] > 5
+            ):  # the worker list is one scheduler round trip: not per rank
                 slots["n"], slots["at"] = _slots(client), time.monotonic()
             while pending and len(in_flight) < min(self.workers, slots["n"]):
                 rank = pending.pop(0)

@@ -70,11 +70,6 @@ def _index_identity(cfg: DedupConfig) -> dict[str, Any]:
     }
 
 
-def state_index_dir(ctx: RunContext) -> Path:
-    """Where the published corpus's MinHash index lives: `OUT/state/minhash_index/`."""
-    return Path(ctx.config.state_dir) / "minhash_index"
-
-
 def list_parquet(folder: str | Path) -> list[Path]:
     """Complete Parquet files of a folder (temp files of a crashed writer start with '.' and are skipped)."""
     folder = Path(folder)
@@ -259,11 +254,10 @@ def dedup_against_index(
     """For refresh: dedup new scored documents among themselves *and* against the published corpus's index.
 
     A new document that is a near-duplicate of a published one is removed (the published copy stays, even
-    when the new one scores higher: published versions are immutable). `index_dir` defaults to
-    `OUT/state/minhash_index`; a missing or empty index means "nothing published yet". Call `commit_index`
-    with the returned `index_dir` after the new version is published.
+    when the new one scores higher: published versions are immutable). `index_dir` is the state store's
+    current index generation (`StateStore.index_dir`); None, a missing or an empty index mean "nothing
+    published yet". The state store commits the returned `index_dir` after the new version is published.
     """
-    index_dir = Path(index_dir) if index_dir is not None else state_index_dir(ctx)
     if not ctx.config.dedup.enabled:
         return {"enabled": False, "output_dir": str(new_scored_dir), "index_dir": None}
     return {"enabled": True, **dedup_scored(ctx, new_scored_dir, stage=stage, index_dir=index_dir)}

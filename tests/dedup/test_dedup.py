@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.config import CorpusConfig
 from pipelines.context import RunContext
-from pipelines.dedup.stage import DedupError, commit_index, dedup_against_index, run_dedup, state_index_dir
+from pipelines.dedup.stage import DedupError, commit_index, dedup_against_index, run_dedup
 from pipelines.mix.sample_data import DIMENSIONS, make_scored_table, random_texts, write_scored
 
 
@@ -97,7 +97,7 @@ def test_distinct_documents_untouched_and_schema_kept(deduped):
 
 def test_refresh_dedups_new_documents_against_the_published_index(deduped, tmp_path):
     ctx, table, result, _, best_id, _ = deduped
-    index = state_index_dir(ctx)
+    index = tmp_path / "state" / "minhash" / "gen-1"
     assert commit_index(result["index_dir"], index) > 0
     assert commit_index(result["index_dir"], index) == 0  # idempotent
     rng = np.random.default_rng(11)
@@ -108,7 +108,7 @@ def test_refresh_dedups_new_documents_against_the_published_index(deduped, tmp_p
     scores = {d: np.full(len(new_texts), 0.99) for d in DIMENSIONS}  # higher than the published copy
     new = make_scored_table(len(new_texts), seed=3, texts=new_texts, scores=scores, start=10_000)
     write_scored(tmp_path / "new", new, files=2)
-    refreshed = dedup_against_index(ctx, tmp_path / "new", stage="dedup_refresh_test")
+    refreshed = dedup_against_index(ctx, tmp_path / "new", index_dir=index, stage="dedup_refresh_test")
     kept = _read(refreshed["output_dir"])
     assert refreshed["index_matches"] == 1
     assert set(kept["id"].to_pylist()) == set(new["id"].to_pylist()[1:])
