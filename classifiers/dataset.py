@@ -43,6 +43,7 @@ class Example:
     text: str  # normalised
     target: float
     source: str
+    also: tuple[str, ...] = ()  # other sources of a merged duplicate: leave-one-source-out excludes them too
 
 
 @dataclass
@@ -82,14 +83,16 @@ def eval_texts_sha256(data: DimensionData) -> str:
 
 
 def _merge(examples: list[Example]) -> list[Example]:
-    """Merge duplicates of a normalised text: average targets (conflicts become soft), keep the first source."""
+    """Merge duplicates of a normalised text: average targets (conflicts become soft), keep the first source
+    (and the others in `also`)."""
     groups: dict[str, list[Example]] = {}
     for ex in examples:
         groups.setdefault(ex.text, []).append(ex)
     merged = []
     for text, group in groups.items():
         target = float(np.mean([g.target for g in group]))
-        merged.append(Example(text, round(target, 4), group[0].source))
+        others = tuple(sorted({g.source for g in group} - {group[0].source}))
+        merged.append(Example(text, round(target, 4), group[0].source, others))
     return merged
 
 

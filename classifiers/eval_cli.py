@@ -79,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score the evaluation splits (report these) or the calibration splits (tune on these, so the "
         "evaluation splits stay unseen)",
     )
+    parser.add_argument(
+        "--allow-split-mismatch",
+        action="store_true",
+        help="evaluate a bundle trained around other evaluation splits (the report then says so)",
+    )
     parser.add_argument("--json", help="write the full report here")
     parser.add_argument("--markdown", help="write the tables here")
 
@@ -112,6 +117,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     models = report["models"]
     lines = [
         f"Bundle `{report['bundle_version']}`; evaluation splits carved from the labelled seeds, never trained on."
+        if report.get("split", "eval") == "eval" and report.get("splits_match_training", True)
+        else f"Bundle `{report['bundle_version']}`; evaluation splits DIFFERENT from those the bundle was trained "
+        "around: it may have trained on some of these texts."
         if report.get("split", "eval") == "eval"
         else f"Bundle `{report['bundle_version']}`; CALIBRATION splits (for tuning; the bundle's calibration was "
         "fitted on them, so report the evaluation splits, not these).",
@@ -221,10 +229,17 @@ def main(args: argparse.Namespace) -> int:
         if recorded != eval_texts_sha256(seed_data.dimensions[dim]):
             splits_match = False
             print(
-                f"WARNING: {dim}: the evaluation split differs from the one the bundle was trained around "
-                "(other recipes, seeds or licences?): it may have trained on some evaluation texts",
+                f"{'WARNING' if args.allow_split_mismatch else 'error'}: {dim}: the evaluation split differs from "
+                "the one the bundle was trained around (other recipes, seeds or licences?): it may have trained "
+                "on some evaluation texts",
                 file=sys.stderr,
             )
+    if not splits_match and not args.allow_split_mismatch:
+        print(
+            "error: refusing to report such scores as held-out (--allow-split-mismatch to see them anyway)",
+            file=sys.stderr,
+        )
+        return 2
     if args.split == "calib":
         for dim in dims:
             seed_data.dimensions[dim] = calibration_as_eval(seed_data.dimensions[dim])

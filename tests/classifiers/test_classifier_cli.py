@@ -115,6 +115,14 @@ def test_train_eval_and_license_filter(tmp_path, capsys):
         assert on_calib["n_pos"] + on_calib["n_neg"] == counts["calib"] != counts["eval"]
         assert on_eval["n_pos"] + on_eval["n_neg"] == counts["eval"]
 
+    # a bundle trained around other evaluation splits (here: a source added since) is not reported as held-out
+    _make_source(tmp_path, "added", commercial=True, seed=2)
+    other = ["--model", str(commercial), "--no-baselines", "--markdown", str(tmp_path / "m.md")]
+    assert corpus(["classifier", "eval", *args, *other]) == 2
+    assert "refusing to report such scores as held-out" in capsys.readouterr().err
+    assert corpus(["classifier", "eval", *args, *other, "--allow-split-mismatch"]) == 0
+    assert "evaluation splits DIFFERENT from those the bundle was trained" in (tmp_path / "m.md").read_text()
+
 
 def test_one_dimension_retrain_reproduces_the_full_build(tmp_path):
     """Self-pretrained vectors come from every dimension's texts, so tuning one dimension alone is faithful."""

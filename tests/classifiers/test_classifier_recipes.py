@@ -131,3 +131,15 @@ def test_normalisation_removes_source_fingerprints():
     assert "\n" not in normalize("a\nb\tc") and normalize("__label__1 x") == "0 x"
     assert chunk_tokens("a b c d e f g h i j k l m", 6) == ["a b c d e f", "g h i j k l m"]
     assert np.all([len(c.split()) <= 4 for c in chunk_tokens(" ".join("w" * 10), 3)])
+
+
+def test_merged_duplicates_remember_every_source():
+    """Leave-one-source-out drops a merged text when any of its sources is held out, not only the first."""
+    from classifiers.dataset import Example, _merge
+
+    merged = _merge(
+        [Example("same text", 1.0, "a"), Example("same text", 0.0, "b"), Example("other", 1.0, "b")]
+    )
+    by_text = {e.text: e for e in merged}
+    assert by_text["same text"].target == 0.5 and by_text["same text"].source == "a"
+    assert by_text["same text"].also == ("b",) and by_text["other"].also == ()
