@@ -48,9 +48,8 @@ def make_sidecars(folder: Path, docs: int, ranks: int, dup: float) -> None:
         array = pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(16), per_rank, [None, pa.py_buffer(words.tobytes())]
         )
-        order = np.arange(per_rank, dtype=np.uint64) * np.uint64(ranks) + np.uint64(
-            rank
-        )  # interleaved inputs
+        # input order: the ranks' documents interleave, as when units are packed by size
+        order = np.arange(per_rank, dtype=np.uint64) * np.uint64(ranks) + np.uint64(rank)
         pq.write_table(pa.table({"content_hash": array, "order": order}), folder / hashes_name(rank))
 
 

@@ -65,9 +65,8 @@ def _taxonomy_dimensions() -> tuple[str, ...]:
 
 
 class Profile(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False
-    )  # a NaN weight silently drops its dimension
+    # no NaN or inf: a NaN weight silently dropped its dimension
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str = ""

@@ -72,9 +72,8 @@ def sync_tree(root: str | os.PathLike) -> None:
 
 
 def commit(temp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Durably rename a finished local temp file (or folder, already synced) onto `final`."""
-    if os.path.isfile(temp):
-        fsync_file(temp)
+    """Durably rename a finished local temp file onto `final` (folders: `commit_dir`)."""
+    fsync_file(temp)
     os.replace(temp, final)
     fsync_dir(os.path.dirname(os.path.abspath(final)))
 

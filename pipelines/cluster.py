@@ -198,13 +198,8 @@ def visible_devices(worker_name: object, visible: str | None, per_worker: int) -
     shows, chosen by the worker's index on the host (LocalCluster names workers 0, 1, ...; `dask worker
     --nworkers N` names them NAME-0 ... NAME-(N-1))."""
     text = str(worker_name)
-    index = (
-        int(text)
-        if text.isdigit()
-        else int(text.rsplit("-", 1)[1])
-        if text.rsplit("-", 1)[-1].isdigit()
-        else 0
-    )
+    tail = text.rsplit("-", 1)[-1]
+    index = int(tail) if tail.isdigit() else 0
     devices = visible.split(",") if visible else [str(i) for i in range(64)]
     mine = devices[index * per_worker : (index + 1) * per_worker]
     if len(mine) < per_worker:

@@ -170,16 +170,15 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
-    """The dotted keys of the leaves: `cluster.memory_limit=4GB` does not make `cluster.n_workers` its key."""
-    keys: set[str] = set()
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf of a nested mapping (an empty mapping is a leaf)."""
+    out: dict[str, Any] = {}
     for key, value in tree.items():
-        dotted = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            keys |= _keys(value, dotted + ".")
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            keys.add(dotted)
-    return keys
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -195,7 +194,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source_path = Path(path) if path else DEFAULT_CONFIG
     data = read_yaml(source_path) if (path or DEFAULT_CONFIG.exists()) else {}
     cli_tree = parse_overrides(list(overrides or []))
-    cli_keys = _keys(cli_tree)
+    # leaves only: `cluster.memory_limit=4GB` on the command line does not make it the source of `cluster.n_workers`
+    cli_keys = set(flatten(cli_tree))
     merged = _deep_merge(data, cli_tree)
     try:
         config = CorpusConfig.model_validate(merged)

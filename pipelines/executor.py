@@ -227,14 +227,14 @@ class DaskPipelineExecutor(PipelineExecutor):
             dynamic_ncols=True,
         )
 
-        slots = {"n": 0, "at": float("-inf")}
+        slots, counted_at = 1, float("-inf")
 
         def fill() -> None:
-            if (
-                time.monotonic() - slots["at"] > 5
-            ):  # the worker list is one scheduler round trip: not per rank
-                slots["n"], slots["at"] = _slots(client), time.monotonic()
-            while pending and len(in_flight) < min(self.workers, slots["n"]):
+            nonlocal slots, counted_at
+            # the worker list is one scheduler round trip: read it every 5 s, not after every rank
+            if time.monotonic() - counted_at > 5:
+                slots, counted_at = _slots(client), time.monotonic()
+            while pending and len(in_flight) < min(self.workers, slots):
                 rank = pending.pop(0)
                 future = submit(rank)
                 in_flight[future.key] = rank

@@ -33,7 +33,7 @@ from datatrove.utils.logging import logger
 
 from pipelines.atomic import copy_atomic
 from pipelines.cluster import connect
-from pipelines.config import ConfigError, CorpusConfig, dump_config
+from pipelines.config import ConfigError, CorpusConfig, dump_config, flatten
 from pipelines.context import RunContext
 from pipelines.publish.faults import fault_point
 from pipelines.publish.state import State, StateError, StateStore, input_mark, read_journal, write_journal
@@ -70,16 +70,6 @@ NOT_SHAPING = {
 SCORING_SECTIONS = tuple(NOT_SHAPING)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def scoring_identity(config: CorpusConfig) -> dict[str, Any]:
     """What shapes a kept scored document: batches made under different values must not be mixed by a refresh.
 
@@ -98,7 +88,7 @@ def scoring_identity(config: CorpusConfig) -> dict[str, Any]:
         pass
     settings = {}
     for section in SCORING_SECTIONS:
-        flat = _flatten(data[section], f"{section}.")
+        flat = flatten(data[section], f"{section}.")
         settings.update({k: v for k, v in flat.items() if k.split(".", 1)[1] not in NOT_SHAPING[section]})
     identity: dict[str, Any] = {
         section: _short_hash({k: v for k, v in settings.items() if k.startswith(f"{section}.")})
@@ -419,9 +409,8 @@ def finish_run(
         os.rename(work, done)  # keeps the logs; the next identical `corpus run` starts a fresh version
     removed = apply_retention(config.out, config.publish.retention)
     prune_done(config.work_dir / "done", keep=config.publish.retention)
-    prune_done(
-        config.work_dir / "unrecoverable", keep=config.publish.retention
-    )  # kept to inspect, never resumed
+    # filed commits that could not finish: kept to inspect, never resumed
+    prune_done(config.work_dir / "unrecoverable", keep=config.publish.retention)
     if log_path is not None:
         log_path = (
             done / Path(log_path).relative_to(work) if Path(log_path).is_relative_to(work) else log_path

@@ -3,8 +3,8 @@
 Why atomic: readers (dedup, mix, publish, `datasets.load_dataset`) glob `*.parquet`. A rank that crashes
 half-way must never leave a file that looks complete, so every file is written as a hidden temp file
 (`.<name>.tmp-<random>`) in the destination folder and renamed into place only after the Parquet footer is
-written (pipelines/atomic.py: fsync, rename, fsync the folder). On a local disk the rename is atomic; on object stores (`s3://`) it is a copy-then-delete, which still
-never exposes a partial file under the final name.
+written (pipelines/atomic.py: fsync, rename, fsync the folder). On a local disk the rename is atomic; on object
+stores (`s3://`) it is a copy-then-delete, which still never exposes a partial file under the final name.
 
 The scored-document contract (docs/architecture.md) is pinned here so that curate, dedup and mix agree on
 column names, order and types; `scored_schema(dimensions)` adds one `ps_<dimension>` column per classifier

@@ -357,9 +357,8 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
     start = time.time()
     from classifiers.bundle import resolve_bundle_path
 
-    bundle_path = os.path.abspath(
-        resolve_bundle_path(ctx.config.classifier.bundle)
-    )  # workers start elsewhere
+    # absolute: workers may start in another folder
+    bundle_path = os.path.abspath(resolve_bundle_path(ctx.config.classifier.bundle))
     root = ctx.stage_dir(STAGE)
     stage = root / f"v-{variant_key(settings, bundle_path)}"
     stage.mkdir(parents=True, exist_ok=True)

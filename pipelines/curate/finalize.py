@@ -58,7 +58,7 @@ def cross_rank_duplicates(
 
     Above `rows_per_pass` documents the hashes are grouped in several passes, each over the hashes whose
     first 8 bytes fall in its residue class: equal hashes always meet in the same pass, and the driver holds
-    one pass at a time (each pass re-reads the sidecars, 16 bytes per document).
+    one pass at a time (each pass re-reads the sidecars, 24 bytes per document).
     """
     paths = {r: ranks_dir / hashes_name(r) for r in range(world_size)}
     rows = {r: pq.ParquetFile(p).metadata.num_rows for r, p in paths.items() if p.exists()}

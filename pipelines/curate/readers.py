@@ -285,9 +285,8 @@ class CurateReader(PipelineStep):
                         doc = next(docs, None)
                     if doc is None:
                         break
-                    doc.metadata["unit"] = (
-                        index  # with source_offset: the document's place in the input order
-                    )
+                    # with source_offset: the document's place in the input order (output.input_order)
+                    doc.metadata["unit"] = index
                     yield doc
             self._excluded = None
 

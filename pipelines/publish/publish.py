@@ -23,7 +23,7 @@ from typing import Any
 
 from datatrove.utils.logging import logger
 
-from pipelines.atomic import fsync_dir, sync_tree
+from pipelines.atomic import commit_dir, fsync_dir
 from pipelines.context import RunContext
 from pipelines.publish.faults import fault_point
 from pipelines.publish.manifest import code_version, verify_version, write_manifest
@@ -112,10 +112,10 @@ def publish_folder(out: Path, staging: Path, meta: dict[str, Any], version: str 
     purge_temp_entries(staging)
     write_manifest(staging, meta)
     verify_version(staging)
-    sync_tree(staging)
     fault_point("publish_before_rename")
-    os.rename(staging, target)  # same filesystem: atomic, and never onto an existing version
-    fsync_dir(target.parent)
+    commit_dir(
+        staging, target
+    )  # synced, then one rename on the same filesystem, never onto an existing version
     fault_point("publish_after_rename")
     flip_latest(out, version)
     fault_point("publish_after_flip")

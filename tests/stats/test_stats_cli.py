@@ -88,18 +88,8 @@ def test_summary_without_mixture_json(tmp_path):
           "tokens": 30, "max_copies": 2}]
     )  # fmt: skip
     tiers, _, _ = _mix_tables(tmp_path, shards)
-    columns = [
-        "stage",
-        "dataset",
-        "shards",
-        "documents_in",
-        "dropped",
-        "rows",
-        "documents",
-        "tokens",
-        "text_bytes",
-    ]
-    empty = pd.DataFrame(columns=columns)
+    stage_columns = ["stage", "dataset", "shards", "documents_in", "dropped", "rows", "documents", "tokens"]
+    empty = pd.DataFrame(columns=[*stage_columns, "text_bytes"])
     text = summary_text(
         {"stages": empty, "drops": pd.DataFrame(columns=["stage", "reason", "documents"]), "tiers": tiers}
     )
