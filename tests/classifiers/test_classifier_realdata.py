@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from classifiers.bundle import default_bundle_path, load_bundle
-from classifiers.dataset import build_seed_data
+from classifiers.dataset import build_seed_data, overlap_key
 from classifiers.profiles import load_profile
 from classifiers.recipes import load_recipes
 
@@ -40,6 +40,9 @@ def test_real_sources_split_without_leaks(seeds):
     train = {e.text for e in respect.train} | {e.text for e in respect.calib}
     assert respect.eval["davidson-hate-offensive"] and respect.eval["sfu-ctc"]
     assert not train & {e.text for ex in respect.eval.values() for e in ex}
+    assert not {overlap_key(t) for t in train} & {
+        overlap_key(e.text) for ex in respect.eval.values() for e in ex
+    }
     hope_eval = seeds.dimensions["care"].eval["hope-edi-en"]
     assert {e.target for e in hope_eval} == {0.0, 1.0}  # for care, "non-hope" is absence of care
     davidson = {e.target for e in respect.eval["davidson-hate-offensive"]}

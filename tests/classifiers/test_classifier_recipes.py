@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from classifiers.dataset import Example, balance, build_seed_data
+from classifiers.dataset import Example, balance, build_seed_data, overlap_key
 from classifiers.normalize import chunk_tokens, normalize
 from classifiers.recipes import RECIPE_DIR, RecipeError, label_source, load_recipe, load_recipes, load_source
 from classifiers.train import binary_metrics, fasttext_line
@@ -22,9 +22,10 @@ def _write_source(root):
         rows.append(f"rude demand number {i} now idiot,{-2.0 - i / 10},1")
         rows.append(f"plain statement number {i},0.0,0")
     rows.append("shared text in both splits,3.0,0")
+    rows.append("Kind dev thanks!!! 🙂 #grateful,3.0,0")  # the dev text, reposted with emoji and a hashtag
     (folder / "train.csv").write_text("\n".join(rows) + "\n")
     (folder / "dev.csv").write_text(
-        "text,score,flag\nshared text in both splits,3.0,0\nrude dev idiot,-3.0,1\nkind dev thanks,3.0,0\n"
+        "text,score,flag\nshared text in both splits,3.0,0\nrude dev idiot,-3.0,1\nkind dev thanks grateful,3.0,0\n"
     )
     recipe = root / "toy.yaml"
     recipe.write_text(
@@ -68,6 +69,9 @@ def test_eval_texts_never_reach_training(tmp_path):
     assert normalize("shared text in both splits") in eval_texts
     assert not train_texts & eval_texts
     assert len(data.eval["toy"]) == 3
+    # a repost differing only in punctuation, emoji and '#' counts as the same text: kept out of training
+    assert not {overlap_key(t) for t in train_texts} & {overlap_key(t) for t in eval_texts}
+    assert not any("grateful" in t for t in train_texts)
 
 
 def test_errors_name_the_file_and_key(tmp_path):
