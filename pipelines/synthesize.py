@@ -445,6 +445,7 @@ def main(args: argparse.Namespace) -> int:
     from pipelines.config import load_config
     from pipelines.context import RunContext
     from pipelines.graph import config_hash
+    from pipelines.stdout import summary_stdout
 
     config = load_config(args.config, args.overrides)
     try:
@@ -454,9 +455,10 @@ def main(args: argparse.Namespace) -> int:
 
         raise ConfigError(str(exc)) from None
     run_id = f"synth-{config_hash(config)[:12]}"
-    with connect(config.cluster) as client:
-        ctx = RunContext(config=config, client=client, run_id=run_id)
-        summary = run_synthesize(ctx, force=True)
-    summary["run_id"] = run_id
-    print(json.dumps(summary, indent=2, default=str))
+    with summary_stdout() as out:
+        with connect(config.cluster) as client:
+            ctx = RunContext(config=config, client=client, run_id=run_id)
+            summary = run_synthesize(ctx, force=True)
+        summary["run_id"] = run_id
+        print(json.dumps(summary, indent=2, default=str), file=out)
     return 1 if summary.get("chunks_failed") or summary.get("chunks_missing") else 0

@@ -367,11 +367,14 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.negative_max < args.positive_min <= 5:
         print("--negative-max must be below --positive-min, both in 0..5", file=sys.stderr)
         return 2
+    from pipelines.stdout import summary_stdout
+
     documents = sample_documents(args.input, args.n, args.seed)
-    rows, counts = annotate(documents, dimensions, settings, args.max_chars, args.max_tokens)
-    counts.update({"input": args.input, "dimensions": dimensions, "seed": args.seed})
-    recipe = write_labels(
-        Path(args.out), rows, dimensions, settings.model, args.positive_min, args.negative_max, counts
-    )
-    print(json.dumps({**counts, "recipe": str(recipe)}, indent=2))
+    with summary_stdout() as out:
+        rows, counts = annotate(documents, dimensions, settings, args.max_chars, args.max_tokens)
+        counts.update({"input": args.input, "dimensions": dimensions, "seed": args.seed})
+        recipe = write_labels(
+            Path(args.out), rows, dimensions, settings.model, args.positive_min, args.negative_max, counts
+        )
+        print(json.dumps({**counts, "recipe": str(recipe)}, indent=2), file=out)
     return 0

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import DEFAULT_CONFIG, ConfigError, CorpusConfig, load_config, read_yaml
+from pipelines.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    CorpusConfig,
+    dump_config,
+    flatten,
+    load_config,
+    read_yaml,
+)
 
 CORPUS = str(Path(sys.executable).with_name("corpus"))
 
@@ -57,7 +65,8 @@ def test_out_is_absolute_and_path_overrides_stay_strings(tmp_path, monkeypatch):
 def test_address_cluster_needs_an_address():
     with pytest.raises(ConfigError, match="cluster.kind=address needs cluster.address"):
         load_config(None, ["cluster.kind=address"])
-    assert load_config(None, ["cluster.kind=address", "cluster.address=tcp://127.0.0.1:8786"])
+    config = load_config(None, ["cluster.kind=address", "cluster.address=tcp://127.0.0.1:8786"])
+    assert config.cluster.kind == "address" and config.cluster.address == "tcp://127.0.0.1:8786"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +132,11 @@ def test_cli_bad_config_file(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")))
 def test_shipped_configs_validate(path):
-    load_config(path)
+    """Every value a shipped config sets is the value the run gets (none ignored or coerced)."""
+    loaded = flatten(dump_config(load_config(path)))
+    for key, value in flatten(read_yaml(path)).items():
+        expected = str(Path(value).resolve()) if key == "out" else value  # out is made absolute (from cwd)
+        assert loaded[key] == expected, key
 
 
 def test_slurm_job_script_has_single_threaded_non_daemonic_gpu_workers():

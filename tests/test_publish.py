@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,10 +111,11 @@ from pathlib import Path
 from pipelines.publish.lock import RunLock
 lock = RunLock(Path(sys.argv[1]), "run")
 lock.acquire()
-if os.fork() == 0:  # a helper process forked while the lock is held (vLLM and Dask do this)
+child = os.fork()
+if child == 0:  # a helper process forked while the lock is held (vLLM and Dask do this)
     time.sleep(30)
     os._exit(0)
-print("held", flush=True)
+print("held", child, flush=True)
 time.sleep(float(sys.argv[2]))
 os._exit(0)  # dies without releasing, like a SIGKILL
 """
@@ -121,8 +124,10 @@ os._exit(0)  # dies without releasing, like a SIGKILL
 def test_lock_is_held_while_the_holder_lives_and_freed_when_it_dies(tmp_path):
     path = tmp_path / "state" / "run.lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "3"], stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "held"
+        word, child = holder.stdout.readline().split()
+        assert word == "held"
         with pytest.raises(LockHeld, match=rf"held by run \(pid {holder.pid} on "):
             RunLock(path, "refresh").acquire()
         holder.wait(timeout=30)
@@ -132,7 +137,9 @@ def test_lock_is_held_while_the_holder_lives_and_freed_when_it_dies(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-        subprocess.run(["pkill", "-f", str(path)], check=False)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
 
 
 def test_publish_drops_temp_entries_of_killed_writers(tmp_path):

@@ -178,16 +178,15 @@ def _regular_file(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]
     return info, "not_regular_file"
 
 
-def discover(
-    inputs: list[str], storage_options: dict[str, Any] | None = None
-) -> tuple[list[InputFile], list[dict]]:
-    """Expand folders (recursively) and globs into readable input files, plus the files skipped and why.
+def _listing(
+    pattern: str, storage_options: dict[str, Any] | None
+) -> tuple[fsspec.AbstractFileSystem, dict[str, dict[str, Any]]]:
+    """The filesystem of `pattern` and every file it names (folders expanded), or an InputError naming it.
 
-    Raises InputError naming the first pattern that matches no file at all.
+    Why the wrapping: a remote listing fails with the filesystem's own exception (no credentials, no network,
+    a missing fsspec backend) and a traceback; the user needs the input and the reason in one line.
     """
-    files: dict[str, InputFile] = {}
-    skipped: list[dict[str, str]] = []
-    for pattern in inputs:
+    try:
         fs, root = fsspec.core.url_to_fs(pattern, **dict(storage_options or {}))
         if any(ch in root for ch in "*?["):
             matches = fs.glob(root, detail=True)
@@ -201,6 +200,24 @@ def discover(
             found = {root: fs.info(root)}
         else:
             raise InputError(f"input '{pattern}': no such file or folder")
+    except InputError:
+        raise
+    except Exception as exc:  # any backend's failure, reported with the pattern
+        raise InputError(f"input '{pattern}': cannot list it ({type(exc).__name__}: {exc})") from None
+    return fs, found
+
+
+def discover(
+    inputs: list[str], storage_options: dict[str, Any] | None = None
+) -> tuple[list[InputFile], list[dict]]:
+    """Expand folders (recursively) and globs into readable input files, plus the files skipped and why.
+
+    Raises InputError naming the first pattern that matches no file at all.
+    """
+    files: dict[str, InputFile] = {}
+    skipped: list[dict[str, str]] = []
+    for pattern in inputs:
+        fs, found = _listing(pattern, storage_options)
         if not found:
             raise InputError(f"input '{pattern}': matches no files")
         for path in sorted(found):

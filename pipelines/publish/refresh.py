@@ -3,10 +3,14 @@
 Made to be started by cron, a systemd timer or an orchestrator: it holds the output root's lock for the whole
 run, finishes whatever an earlier crash left half done, curates only inputs the state store has not seen,
 publishes a new version, and prints one JSON summary on stdout (logs go to the run folder and stderr).
+Nothing else reaches stdout: the cluster's worker processes inherit it, and vLLM or a library printing there
+would break `>> refresh.jsonl`, so the run's stdout is stderr and only the summary goes to the real one.
 
 Exit codes: 0 published (or finished an interrupted publish) or nothing new; 75 another run holds the lock
-(EX_TEMPFAIL: try again later); 2 bad configuration; 1 any other failure. A failure never leaves a
-half-published version: `latest` and every published version stay intact, and the next refresh resumes.
+(EX_TEMPFAIL: try again later); 78 the state store refuses (EX_CONFIG: a changed setting, a hand rollback of
+`latest`, a lost index or lost shards; rerunning will not help, the message says what to do); 2 bad
+configuration; 1 any other failure. A failure never leaves a half-published version: `latest` and every
+published version stay intact, and the next refresh resumes.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import json
 import sys
 
 from pipelines.config import load_config
+from pipelines.stdout import summary_stdout
 
 EXIT_LOCKED = 75
+EXIT_REFUSED = 78
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,17 +68,21 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
 
     config = load_config(args.config, args.overrides)
     configure_stderr(getattr(args, "log_level", "INFO"))
-    try:
-        summary = run_graph(config, mode=mode)
-    except LockHeld as exc:
-        print(f"corpus {mode if mode == 'refresh' else 'run'}: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except StateError as exc:
-        print(f"corpus {mode if mode == 'refresh' else 'run'}: {exc}", file=sys.stderr)
-        return 1
-    if summary.get("status") == "nothing new":
-        print("refresh: nothing new", file=sys.stderr)
-    print(json.dumps(summary, indent=None if getattr(args, "compact", False) else 2, default=str))
+    name = f"corpus {mode if mode == 'refresh' else 'run'}"
+    with summary_stdout() as out:
+        try:
+            summary = run_graph(config, mode=mode)
+        except LockHeld as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        except StateError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_REFUSED if exc.refusal else 1
+        if summary.get("status") == "nothing new":
+            print("refresh: nothing new", file=sys.stderr)
+        print(
+            json.dumps(summary, indent=None if getattr(args, "compact", False) else 2, default=str), file=out
+        )
     return 0
 
 

@@ -43,7 +43,15 @@ JOURNAL = "journal.json"
 
 
 class StateError(RuntimeError):
-    """The state store or a run journal is inconsistent; the message names the file and what to do."""
+    """The state store or a run journal is inconsistent; the message names the file and what to do.
+
+    `refusal`: a person has to decide (restore a setting, the `latest` link or lost files, or run `corpus run`);
+    rerunning alone will not help, so the command exits 78 and schedulers can tell it from a failure (1).
+    """
+
+    def __init__(self, message: str, refusal: bool = True):
+        super().__init__(message)
+        self.refusal = refusal
 
 
 @dataclass

@@ -64,7 +64,8 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
     configs = []
     for folder in folders:
         files = [p for p in (version / folder).glob("*.parquet") if not p.name.startswith(".")]
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+        footers = [pq.ParquetFile(p).metadata for p in files]
+        rows = sum(m.num_rows for m in footers)
         if not rows:
             continue  # a config without rows makes load_dataset fail (e.g. every dialogue was rejected)
         entry: dict[str, Any] = {
@@ -72,7 +73,17 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
             "data_files": [{"split": "train", "path": f"{folder}/*.parquet"}],
             "_info": {
                 "config_name": folder,
-                "splits": [{"name": "train", "num_examples": rows}],
+                # num_bytes (uncompressed, from the footers) too: `datasets` calls a split without it
+                # malformed and warns on every load_dataset
+                "splits": [
+                    {
+                        "name": "train",
+                        "num_bytes": sum(
+                            m.row_group(i).total_byte_size for m in footers for i in range(m.num_row_groups)
+                        ),
+                        "num_examples": rows,
+                    }
+                ],
                 "download_size": sum(p.stat().st_size for p in files),
             },
         }

@@ -63,6 +63,20 @@ def test_discover_folders_globs_and_skips(tmp_path):
         discover([str(tmp_path / "*.warc")])
 
 
+def test_a_remote_input_that_cannot_be_listed_is_one_line_naming_it(monkeypatch, tmp_path):
+    """s3fs is installed (README: inputs can be s3:// URLs); offline and without credentials, the listing
+    fails inside botocore, and the user gets the pattern and the reason, not a traceback."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata probe
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with pytest.raises(InputError, match=r"input 's3://bucket/crawl/\*\.warc\.gz': cannot list it \(\w+"):
+        discover(["s3://bucket/crawl/*.warc.gz"])
+    with pytest.raises(InputError, match="input 'nosuch://x/y': cannot list it .*Protocol not known"):
+        discover(["nosuch://x/y"])
+
+
 def test_discover_skips_what_is_not_a_regular_file(tmp_path):
     """A broken symlink would fail to open and a FIFO would block the rank forever; a good symlink is read."""
     import os
@@ -138,6 +152,7 @@ def test_gzip_offsets_are_member_offsets(tmp_path):
     path = html_warc(tmp_path / "m.warc.gz", 5)
     docs, _ = read_reader([path])
     raw = path.read_bytes()
+    assert len(docs) == 5
     for doc in docs:
         member = gzip.decompress(raw[doc.metadata["source_offset"] :])  # decompresses this member onwards
         assert member.startswith(b"WARC/1.0") and doc.metadata["url"].encode() in member[:400]

@@ -253,7 +253,7 @@ def test_an_unfinishable_commit_stops_refresh_but_corpus_run_rebuilds(world):
     shutil.rmtree(kept)  # the kept shards are lost (a disk cleanup, a hand edit)
 
     refused = corpus("refresh", world["overrides"]())
-    assert refused.returncode == 1 and "are gone" in refused.stderr
+    assert refused.returncode == 78 and "are gone" in refused.stderr
     assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
 
     rebuilt = summary_of(corpus("run", world["overrides"]()))
@@ -274,7 +274,7 @@ def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_inde
     os.symlink("versions/v0", out / "latest")  # a rollback to an older version
     refused = corpus("refresh", world["overrides"]())
     assert (
-        refused.returncode == 1 and "describes v1 but" in refused.stderr and "points at v0" in refused.stderr
+        refused.returncode == 78 and "describes v1 but" in refused.stderr and "points at v0" in refused.stderr
     )
     os.replace(out / "latest.v1", out / "latest")
     shutil.rmtree(out / "versions" / "v0")
@@ -282,7 +282,7 @@ def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_inde
     index = out / "state" / "minhash" / state_of(out)["index"]
     shutil.rmtree(index)
     refused = corpus("refresh", world["overrides"]())
-    assert refused.returncode == 1 and f"{index} is missing" in refused.stderr
+    assert refused.returncode == 78 and f"{index} is missing" in refused.stderr
     assert latest_version(out) == "v1" and state_of(out)["version"] == "v1"
 
 
@@ -290,7 +290,7 @@ def test_refresh_names_the_shaping_setting_that_changed_and_ignores_performance_
     fast = corpus("refresh", world["overrides"]("curate.tasks=3", "classifier.batch_size=64", with_new=False))
     assert fast.returncode == 0 and json.loads(fast.stdout)["status"] == "nothing new", fast.stderr[-2000:]
     refused = corpus("refresh", world["overrides"]("curate.language_threshold=0.7", with_new=False))
-    assert refused.returncode == 1
+    assert refused.returncode == 78
     assert "curate.language_threshold: 0.65 -> 0.7" in refused.stderr and "corpus run" in refused.stderr
 
 

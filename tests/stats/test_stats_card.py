@@ -63,6 +63,10 @@ def test_load_dataset_uses_only_the_card_configs(corpus_out, offline_hf, tmp_pat
     assert sorted(dataset["id"]) == sorted(expected.column("id").to_pylist())
     default = load_dataset(str(version), split="train")  # the default config is pretrain
     assert default.num_rows == expected.num_rows
+    # every split the card declares is well formed for `datasets` (else it warns "malformed" on each load)
+    header = yaml.safe_load((version / "README.md").read_text().split("---")[1])
+    splits = [s for info in header["dataset_info"] for s in info["splits"]]
+    assert splits and all(s["num_bytes"] > 0 and s["num_examples"] > 0 for s in splits)
     # the named config comes from the card alone: without it, datasets knows no "pretrain" config
     (version / "README.md").write_text("# no configs\n")
     with pytest.raises(ValueError, match="pretrain"):

@@ -17,6 +17,7 @@ def test_stats_reconcile_on_the_shared_web_data(shared_data, dask_client, tiny_b
     summary = run_corpus(dask_client, out, [str(shared_data / "web")], tiny_bundle_path)
     problems, checked = reconcile(out, summary)
     assert not problems, "\n".join(problems)
+    assert checked >= 6  # curate, dedup and mix shards at least
     tables = stats.load(out)
     stages = tables["stages"].set_index("stage")
     curate = stage_results(out, summary)["curate"]
