@@ -129,7 +129,17 @@ def write_json_atomic(path: str | os.PathLike, data: Any, **dumps: Any) -> str:
     return write_bytes_atomic(path, json.dumps(data, **dumps).encode("utf-8"))
 
 
-def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy a local file so that `target` appears complete or not at all."""
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike, link: bool = False) -> None:
+    """Copy a local file so that `target` appears complete or not at all.
+
+    `link=True` hard-links instead where the filesystem allows (same device): for files nobody writes again,
+    such as MinHash index files, whose second copy would only cost disk.
+    """
     with atomic_path(target) as temp:
+        if link:
+            try:
+                os.link(source, temp)
+                return
+            except OSError:  # another device, or links not supported: copy
+                pass
         shutil.copyfile(source, temp)

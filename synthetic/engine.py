@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
@@ -154,6 +155,9 @@ def vllm_environment(cpu_kvcache_gb: int = 1) -> None:
     tempfile.tempdir = None  # re-read TMPDIR
 
 
+_ENGINE_RPC_DIRS: dict[str, str] = {}  # "last": the socket folder this process last gave an engine
+
+
 class VLLMEngine(Engine):
     """Offline `vllm.LLM`; one `LLM.chat` call per task with every prompt, so vLLM batches them all."""
 
@@ -161,6 +165,15 @@ class VLLMEngine(Engine):
         vllm_environment(spec.cpu_kvcache_gb)
         from vllm import LLM
 
+        # vLLM's ZeroMQ sockets (ipc://) are files it never deletes: 7 per engine, and a nightly run starts
+        # engines every night. They go into a folder of this engine's own, removed in close().
+        self._rpc_dir = None
+        if os.environ.get("VLLM_RPC_BASE_PATH") in (
+            None,
+            _ENGINE_RPC_DIRS.get("last"),
+        ):  # unless the user set it
+            self._rpc_dir = _ENGINE_RPC_DIRS["last"] = tempfile.mkdtemp(prefix="rpc-")
+            os.environ["VLLM_RPC_BASE_PATH"] = self._rpc_dir
         self.spec = spec
         self.model_id = spec.model
         path = resolve_model(spec.model)
@@ -232,6 +245,9 @@ class VLLMEngine(Engine):
         if watchdog is not None and watchdog.poll() is None:
             watchdog.kill()
             watchdog.wait()
+        rpc_dir = getattr(self, "_rpc_dir", None)
+        if rpc_dir:
+            shutil.rmtree(rpc_dir, ignore_errors=True)
 
 
 _WATCHDOG = """

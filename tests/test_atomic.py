@@ -39,7 +39,12 @@ def test_copy_atomic_copies_and_cleans_up_on_a_missing_source(tmp_path):
     assert (tmp_path / "out" / "b.bin").read_bytes() == b"x" * 1000
     with pytest.raises(FileNotFoundError):
         copy_atomic(tmp_path / "missing.bin", tmp_path / "out" / "c.bin")
+    with pytest.raises(FileNotFoundError):
+        copy_atomic(tmp_path / "missing.bin", tmp_path / "out" / "c.bin", link=True)
     assert _entries(tmp_path / "out") == ["b.bin"]
+    copy_atomic(source, tmp_path / "out" / "d.bin", link=True)  # same device: one file, two names
+    assert (tmp_path / "out" / "d.bin").stat().st_ino == source.stat().st_ino
+    assert (tmp_path / "out" / "b.bin").stat().st_ino != source.stat().st_ino
 
 
 def test_commit_dir_never_replaces_a_folder(tmp_path):

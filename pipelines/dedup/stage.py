@@ -266,8 +266,8 @@ def dedup_against_index(
 def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> int:
     """Add a staged index (from `dedup_scored`) to the published index folder; return files added.
 
-    Idempotent (a file already present with the same size is skipped) and crash-safe: each file is copied to a
-    temp name in the target folder and renamed. Call it after `latest` points at the version built from it.
+    Idempotent (a file already present with the same size is skipped) and crash-safe: each file is hard-linked
+    (copied across devices) to a temp name in the target folder and renamed. Call it after `latest` points at the version built from it.
     """
     if staged_index_dir is None:
         return 0
@@ -288,7 +288,7 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
         dst = target / src.relative_to(staged)
         if dst.is_file() and dst.stat().st_size == src.stat().st_size:
             continue
-        copy_atomic(src, dst)
+        copy_atomic(src, dst, link=True)  # the work folder's copy is never written again
         added += 1
     return added
 

@@ -8,6 +8,7 @@ The engine is closed when the module ends, so it is never alive at the same time
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,8 +24,12 @@ def engine(tiny_model):
     from synthetic.engine import EngineSpec, close_engine, get_engine
 
     spec = EngineSpec.from_settings(SyntheticSettings())  # the same key annotate/run_chunk ask for
-    yield get_engine(spec)
+    started = get_engine(spec)
+    sockets = started._rpc_dir
+    assert sockets and os.listdir(sockets), "vLLM's ipc sockets live in the engine's own folder"
+    yield started
     close_engine()
+    assert not os.path.exists(sockets), "closing the engine removes its socket files (vLLM never does)"
 
 
 def test_one_batch_of_guided_dialogues_all_parse(engine):
