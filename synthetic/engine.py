@@ -155,9 +155,6 @@ def vllm_environment(cpu_kvcache_gb: int = 1) -> None:
     tempfile.tempdir = None  # re-read TMPDIR
 
 
-_ENGINE_RPC_DIRS: dict[str, str] = {}  # "last": the socket folder this process last gave an engine
-
-
 class VLLMEngine(Engine):
     """Offline `vllm.LLM`; one `LLM.chat` call per task with every prompt, so vLLM batches them all."""
 
@@ -166,14 +163,10 @@ class VLLMEngine(Engine):
         from vllm import LLM
 
         # vLLM's ZeroMQ sockets (ipc://) are files it never deletes: 7 per engine, and a nightly run starts
-        # engines every night. They go into a folder of this engine's own, removed in close().
+        # engines every night. Unless the user chose a folder, they go into this engine's own, removed in close().
         self._rpc_dir = None
-        if os.environ.get("VLLM_RPC_BASE_PATH") in (
-            None,
-            _ENGINE_RPC_DIRS.get("last"),
-        ):  # unless the user set it
-            self._rpc_dir = _ENGINE_RPC_DIRS["last"] = tempfile.mkdtemp(prefix="rpc-")
-            os.environ["VLLM_RPC_BASE_PATH"] = self._rpc_dir
+        if "VLLM_RPC_BASE_PATH" not in os.environ:
+            self._rpc_dir = os.environ["VLLM_RPC_BASE_PATH"] = tempfile.mkdtemp(prefix="rpc-")
         self.spec = spec
         self.model_id = spec.model
         path = resolve_model(spec.model)
@@ -196,7 +189,11 @@ class VLLMEngine(Engine):
             kwargs["max_num_batched_tokens"] = max(spec.max_model_len, 8192)
         else:
             kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except BaseException:
+            self.close()  # its socket folder too
+            raise
         self._watchdog = start_orphan_watchdog()
 
     def sampling_params(self, request: Request):
@@ -248,6 +245,8 @@ class VLLMEngine(Engine):
         rpc_dir = getattr(self, "_rpc_dir", None)
         if rpc_dir:
             shutil.rmtree(rpc_dir, ignore_errors=True)
+            if os.environ.get("VLLM_RPC_BASE_PATH") == rpc_dir:  # children started later (a vLLM server)
+                del os.environ["VLLM_RPC_BASE_PATH"]  # must not inherit a folder that is gone
 
 
 _WATCHDOG = """

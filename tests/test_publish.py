@@ -209,6 +209,8 @@ def test_state_commit_is_idempotent_and_sweeps_what_it_does_not_name(tmp_path):
 
     # a refresh built on v1 adds a batch and a new index generation (old files linked, new ones added); its
     # staged index reuses a file name and size of v1's (index names come from file names and sizes): both stay
+    # (new files, as a new run writes them: v1's index holds hard links to the old ones)
+    (staged / "bucket_000" / "run.minhash.index").unlink()
     (staged / "bucket_000" / "run.minhash.index").write_bytes(b"abcd")
     (staged / "bucket_000" / "more.minhash.index").write_bytes(b"4567")
     refresh = {**journal, "version": "v2", "run_id": "refresh-2", "mode": "refresh"}
