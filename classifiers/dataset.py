@@ -117,7 +117,7 @@ def build_seed_data(recipes: list[Recipe], seeds: str | Path | None, log=print) 
     eval_sets: dict[str, dict[str, list[Example]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, dict[str, int]] = {}
     eval_keys: set[str] = set()  # overlap_key of every evaluation text
-    staged: list[tuple[str, str, str, dict[str, float]]] = []  # (source, role, normalised, targets)
+    staged: list[tuple[str, str, str, str, dict[str, float]]] = []  # (source, role, normalised, key, targets)
     for recipe in recipes:
         frames = load_source(recipe, seeds)
         rows = label_source(recipe, frames)
@@ -145,19 +145,18 @@ def build_seed_data(recipes: list[Recipe], seeds: str | Path | None, log=print) 
                     else ("calib" if u < EVAL_FRACTION + CALIB_FRACTION else "train")
                 )
             targets = {d: t[index] for d, t in rows.targets.items() if not np.isnan(t[index])}
-            staged.append((recipe.name, role, norm, targets))
+            key = overlap_key(norm)
+            staged.append((recipe.name, role, norm, key, targets))
             if role == "eval":
-                eval_keys.add(overlap_key(norm))
+                eval_keys.add(key)
             c["rows"] += 1
-    calib_keys = {
-        key for _, role, norm, _ in staged if role == "calib" and (key := overlap_key(norm)) not in eval_keys
-    }
-    for source, role, norm, targets in staged:
+    calib_keys = {key for _, role, _, key, _ in staged if role == "calib" and key not in eval_keys}
+    for source, role, norm, key, targets in staged:
         c = counts[source]
-        if role != "eval" and overlap_key(norm) in eval_keys:
+        if role != "eval" and key in eval_keys:
             c["dropped_eval_overlap"] += 1
             continue
-        if role == "train" and overlap_key(norm) in calib_keys:
+        if role == "train" and key in calib_keys:
             c["dropped_calib_overlap"] += 1
             continue
         c[role] += 1

@@ -129,17 +129,21 @@ def write_json_atomic(path: str | os.PathLike, data: Any, **dumps: Any) -> str:
     return write_bytes_atomic(path, json.dumps(data, **dumps).encode("utf-8"))
 
 
-def copy_atomic(source: str | os.PathLike, target: str | os.PathLike, link: bool = False) -> None:
-    """Copy a local file so that `target` appears complete or not at all.
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Hard-link `source` as `target`, or copy it where links are impossible (another device or filesystem).
 
-    `link=True` hard-links instead where the filesystem allows (same device): for files nobody writes again,
-    such as MinHash index files, whose second copy would only cost disk.
+    For files nobody writes again (kept shards, MinHash index files): a second name costs no disk.
     """
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links here: a copy is just slower (a missing source fails there too)
+        shutil.copy2(source, target)
+
+
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike, link: bool = False) -> None:
+    """Copy a local file (`link=True`: `link_or_copy` it) so that `target` appears complete or not at all."""
     with atomic_path(target) as temp:
         if link:
-            try:
-                os.link(source, temp)
-                return
-            except OSError:  # another device, or links not supported: copy
-                pass
-        shutil.copyfile(source, temp)
+            link_or_copy(source, temp)
+        else:
+            shutil.copyfile(source, temp)

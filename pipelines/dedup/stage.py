@@ -267,7 +267,8 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
     """Add a staged index (from `dedup_scored`) to the published index folder; return files added.
 
     Idempotent (a file already present with the same size is skipped) and crash-safe: each file is hard-linked
-    (copied across devices) to a temp name in the target folder and renamed. Call it after `latest` points at the version built from it.
+    (copied across devices) to a temp name in the target folder and renamed. Call it after `latest` points at
+    the version built from it.
     """
     if staged_index_dir is None:
         return 0

@@ -34,7 +34,7 @@ from typing import Any
 
 from datatrove.utils.logging import logger
 
-from pipelines.atomic import commit_dir, write_json_atomic
+from pipelines.atomic import commit_dir, link_or_copy, write_json_atomic
 from pipelines.publish.faults import fault_point
 
 STATE_FORMAT = 1
@@ -194,7 +194,7 @@ def link_tree(src: Path, dst: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             continue
-        link_tree_file(path, target)
+        link_or_copy(path, target)
         n += 1
     return n
 
@@ -221,15 +221,8 @@ def _add_batch(store: StateStore, batch: str, kept_dir: str | None) -> None:
     tmp.mkdir(parents=True)
     for path in sorted(source.glob("*.parquet")):
         if not path.name.startswith("."):  # temp files of a crashed writer are not documents
-            link_tree_file(path, tmp / path.name)
+            link_or_copy(path, tmp / path.name)
     commit_dir(tmp, target)
-
-
-def link_tree_file(path: Path, target: Path) -> None:
-    try:
-        os.link(path, target)
-    except OSError:  # no hard links here (another filesystem type): a copy is just slower
-        shutil.copy2(path, target)
 
 
 def _build_index(store: StateStore, generation: str, base: Path | None, staged: str | None) -> None:
@@ -252,7 +245,7 @@ def _build_index(store: StateStore, generation: str, base: Path | None, staged: 
             renamed = store.index_root / f".{generation}.staged-{uuid.uuid4().hex[:6]}"
             for path in files:
                 (renamed / path.parent.name).mkdir(parents=True, exist_ok=True)
-                link_tree_file(path, renamed / path.parent.name / f"{generation}--{path.name}")
+                link_or_copy(path, renamed / path.parent.name / f"{generation}--{path.name}")
             for path in Path(staged).glob("*.json"):  # index_config.json: commit_index checks it matches
                 shutil.copyfile(path, renamed / path.name)
             commit_index(renamed, tmp)
