@@ -10,7 +10,7 @@ every scored document as `classifier_version`.
 
 Scoring: texts are normalised exactly as in training (classifiers.normalize, version checked), split into
 windows of `chunk_words` tokens, every chunk is scored by every dimension's model in one batched predict,
-chunk probabilities are calibrated (Platt, fitted on a held-out calibration split at training time) and
+chunk probabilities are calibrated (a logistic fit on a held-out calibration split at training time) and
 aggregated per document with the method the manifest names (chosen by experiment; see evaluate.py).
 """
 
@@ -30,7 +30,11 @@ import numpy as np
 from classifiers.normalize import NORMALIZATION_VERSION, chunk_tokens, normalize_tokens
 
 MANIFEST = "manifest.json"
-BUNDLE_FORMAT = 1
+# 2: calibration may carry `d`, the weight of logit x log(1 + tokens). Format 1 bundles (no `d`) still load; code that
+# reads only format 1 refuses a format 2 bundle instead of silently dropping `d`.
+BUNDLE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+CALIBRATION_KEYS = ("a", "b", "c", "d", "max_len")
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz file
 POSITIVE_LABEL = "__label__1"
 NEGATIVE_LABEL = "__label__0"
@@ -129,16 +133,20 @@ def length_feature(lines: Sequence[str], max_len: int) -> np.ndarray:
 class DimensionModel:
     """One dimension: a fastText model plus its calibration (fitted on the held-out calibration split).
 
-    Calibration is logistic on [logit(p_fastText), log(1 + tokens)]: Platt scaling plus a length term, because
-    fastText averages word vectors and so cannot see length, which the labels of some dimensions depend on
-    (constructive comments are long: length alone has ROC-AUC 0.92 on SFU constructiveness). The weight is
-    learned per dimension and is near 0 where length says nothing.
+    Calibration is logistic on z = logit(p_fastText) and L = log(1 + tokens): sigmoid(a z + d z L + c L + b).
+    fastText averages its n-gram vectors, so its logit is the mean evidence per n-gram: the same average is
+    more certain over 100 tokens than over 5, and a slur in a long tweet moves it less than in a short one.
+    Calibrating z L instead of z (a = 0, d > 0) lets the evidence grow with length, as TF-IDF's L2 norm does
+    (by sqrt(n)); on the calibration split it lowers the log loss of care, respect and virtue and lifts the
+    AUC of most sets. The c L term is for labels that depend on length itself (constructive comments are
+    long: length alone has ROC-AUC 0.92 on SFU constructiveness). Which terms a dimension uses is chosen on
+    the calibration split (TrainParams); format 1 bundles have no d.
     """
 
     name: str
     model: Any  # fasttext.FastText._FastText
     calibration: dict[str, float] = field(
-        default_factory=lambda: {"a": 1.0, "b": 0.0, "c": 0.0, "max_len": 150}
+        default_factory=lambda: {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0, "max_len": 150}
     )
     threshold: float = 0.5
 
@@ -160,9 +168,12 @@ class DimensionModel:
     def calibrate(self, raw: np.ndarray, lines: Sequence[str] | None = None) -> np.ndarray:
         cal = self.calibration
         clipped = np.clip(raw, 1e-5, 1 - 1e-5)
-        z = cal.get("a", 1.0) * np.log(clipped / (1.0 - clipped)) + cal.get("b", 0.0)
-        if cal.get("c", 0.0) and lines is not None:
-            z = z + cal["c"] * length_feature(lines, int(cal.get("max_len", 150)))
+        logit = np.log(clipped / (1.0 - clipped))
+        z = cal.get("a", 1.0) * logit + cal.get("b", 0.0)
+        c, d = cal.get("c", 0.0), cal.get("d", 0.0)
+        if (c or d) and lines is not None:
+            length = length_feature(lines, int(cal.get("max_len", 150)))
+            z = z + c * length + d * logit * length
         return 1.0 / (1.0 + np.exp(-z))
 
     def score(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
@@ -253,9 +264,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     for key in ("format", "dimensions", "models", "normalization_version", "version"):
         if key not in manifest:
             raise BundleError(f"bundle manifest lacks key '{key}': {manifest_path}")
-    if manifest["format"] != BUNDLE_FORMAT:
+    if manifest["format"] not in READABLE_FORMATS:
         raise BundleError(
-            f"{manifest_path}: bundle format {manifest['format']} (this code reads {BUNDLE_FORMAT})"
+            f"{manifest_path}: bundle format {manifest['format']} "
+            f"(this code reads {', '.join(map(str, READABLE_FORMATS))})"
         )
     if manifest["normalization_version"] != NORMALIZATION_VERSION:
         raise BundleError(
@@ -308,15 +320,11 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             raise BundleError(
                 f"{folder / entry['file']}: labels {labels[:5]} are not {sorted(BINARY_LABELS)}"
             )
-        cal = {
-            k: float(v)
-            for k, v in (entry.get("calibration") or {}).items()
-            if k in {"a", "b", "c", "max_len"}
-        }
+        cal = {k: float(v) for k, v in (entry.get("calibration") or {}).items() if k in CALIBRATION_KEYS}
         models[dim] = DimensionModel(
             dim,
             model,
-            {"a": 1.0, "b": 0.0, "c": 0.0, "max_len": 150, **cal},
+            {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0, "max_len": 150, **cal},
             float(entry.get("threshold", 0.5)),
         )
     return Bundle(folder.resolve(), manifest, models)

@@ -21,8 +21,10 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"# Prosociality classifier bundle `{manifest['name']}` (version `{manifest['version']}`)",
         "",
         "One fastText binary classifier per value dimension. `bundle.score(texts)` gives P(dimension) in [0, 1]",
-        "per text, calibrated by a logistic fit on a held-out calibration split (Platt scaling, plus a text-length",
-        "term where the manifest's `calibration.c` is non-zero); long texts are scored in windows of "
+        "per text, calibrated by a logistic fit on a held-out calibration split: sigmoid(a z + d z L + c L + b)",
+        "of fastText's logit z and L = log(1 + tokens), in the manifest's `calibration` (d: evidence grows with",
+        "length, since fastText's logit is a mean over n-grams; c: labels that depend on length itself); long",
+        "texts are scored in windows of "
         f"{manifest['scoring']['chunk_words']} tokens aggregated with `{manifest['scoring']['aggregation']}`.",
         f"Text normalisation v{manifest['normalization_version']}, taxonomy v{manifest['taxonomy_version']}.",
         "",

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def parse_params(pairs: list[str], params: TrainParams | None = None) -> TrainParams:
     """Apply KEY=VALUE overrides; DIMENSION.KEY=VALUE overrides one dimension only."""
     params = params or TrainParams()
@@ -62,9 +65,13 @@ def parse_params(pairs: list[str], params: TrainParams | None = None) -> TrainPa
         dim, _, key = key.rpartition(".")
         if not sep or key not in names:
             raise SystemExit(f"--param {pair!r}: expected [DIMENSION.]KEY=VALUE with KEY one of {names}")
+        if dim and dim not in (known := load_taxonomy().dimensions):
+            raise SystemExit(f"--param {pair!r}: unknown dimension {dim!r} (expected one of {sorted(known)})")
         current = getattr(params, key)
         if isinstance(current, bool):
-            parsed = value.lower() in {"1", "true", "yes"}
+            if value.lower() not in BOOLEANS:
+                raise SystemExit(f"--param {pair!r}: expected true or false")
+            parsed = BOOLEANS[value.lower()]
         else:
             try:
                 parsed = type(current)(value)

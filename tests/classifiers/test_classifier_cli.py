@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import numpy as np
+import pytest
 
 from classifiers.bundle import load_bundle
 from classifiers.testing import tiny_texts
@@ -240,3 +242,21 @@ def test_baselines_learn_from_neutral_rows_as_fasttext_does():
     model = TfidfBaseline().fit(hostile + calm, np.r_[np.zeros(40), np.full(40, 0.5)])
     scores = model.predict(["what a stupid idiot", "the library budget meeting"])
     assert scores[1] > scores[0]
+
+
+def test_param_overrides_are_checked():
+    """A typo in an override must stop the build, not train a week's bundle with the default silently kept."""
+    from classifiers.train_cli import parse_params
+
+    params = parse_params(["constructiveness.length_scaled_logit=false", "epoch=7", "qretrain=yes"])
+    assert params.for_dimension("constructiveness").length_scaled_logit is False
+    assert params.for_dimension("care").length_scaled_logit is True
+    assert params.epoch == 7 and params.qretrain is True
+    for bad, message in [
+        ("quantize=maybe", "expected true or false"),
+        ("cares.epoch=3", "unknown dimension 'cares'"),
+        ("epoch=three", "expected a int"),
+        ("epochs=3", "expected [DIMENSION.]KEY=VALUE"),
+    ]:
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            parse_params([bad])
