@@ -34,7 +34,8 @@ MANIFEST = "manifest.json"
 # reads only format 1 refuses a format 2 bundle instead of silently dropping `d`.
 BUNDLE_FORMAT = 2
 READABLE_FORMATS = (1, 2)
-CALIBRATION_KEYS = ("a", "b", "c", "d", "max_len")
+# identity calibration: P = fastText's P (see DimensionModel)
+DEFAULT_CALIBRATION: dict[str, float] = {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0, "max_len": 150}
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz file
 POSITIVE_LABEL = "__label__1"
 NEGATIVE_LABEL = "__label__0"
@@ -121,6 +122,12 @@ def aggregate(chunk_scores: np.ndarray, offsets: np.ndarray, method: dict[str, A
     raise BundleError(f"unknown aggregation method {kind!r} (expected mean, min, mean_min)")
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-5, 1 - 1e-5]: fastText's probabilities reach 1.000007 and 1e-5."""
+    clipped = np.clip(p, 1e-5, 1 - 1e-5)
+    return np.log(clipped / (1.0 - clipped))
+
+
 def length_feature(lines: Sequence[str], max_len: int) -> np.ndarray:
     """log(1 + tokens) per normalised line, capped at `max_len` tokens (the chunk size)."""
     counts = np.fromiter(
@@ -145,9 +152,7 @@ class DimensionModel:
 
     name: str
     model: Any  # fasttext.FastText._FastText
-    calibration: dict[str, float] = field(
-        default_factory=lambda: {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0, "max_len": 150}
-    )
+    calibration: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
     threshold: float = 0.5
 
     def predict_raw(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
@@ -166,15 +171,18 @@ class DimensionModel:
         return out
 
     def calibrate(self, raw: np.ndarray, lines: Sequence[str] | None = None) -> np.ndarray:
+        """sigmoid((a + d L) z + c L + b); `lines` (the scored texts) give L and are required when c or d is set."""
         cal = self.calibration
-        clipped = np.clip(raw, 1e-5, 1 - 1e-5)
-        logit = np.log(clipped / (1.0 - clipped))
-        z = cal.get("a", 1.0) * logit + cal.get("b", 0.0)
         c, d = cal.get("c", 0.0), cal.get("d", 0.0)
-        if (c or d) and lines is not None:
+        slope: float | np.ndarray = cal.get("a", 1.0)
+        z = cal.get("b", 0.0)
+        if c or d:
+            if lines is None:  # with a = 0 every text would get the same score
+                raise ValueError(f"{self.name}: this calibration has length terms; pass the scored lines")
             length = length_feature(lines, int(cal.get("max_len", 150)))
-            z = z + c * length + d * logit * length
-        return 1.0 / (1.0 + np.exp(-z))
+            slope = slope + d * length
+            z = z + c * length
+        return 1.0 / (1.0 + np.exp(-(slope * logit(raw) + z)))
 
     def score(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
         """Calibrated P(dimension) per normalised line (lines hold no newline: `normalize` removes them)."""
@@ -320,11 +328,11 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             raise BundleError(
                 f"{folder / entry['file']}: labels {labels[:5]} are not {sorted(BINARY_LABELS)}"
             )
-        cal = {k: float(v) for k, v in (entry.get("calibration") or {}).items() if k in CALIBRATION_KEYS}
+        cal = {k: float(v) for k, v in (entry.get("calibration") or {}).items() if k in DEFAULT_CALIBRATION}
         models[dim] = DimensionModel(
             dim,
             model,
-            {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0, "max_len": 150, **cal},
+            {**DEFAULT_CALIBRATION, **cal},
             float(entry.get("threshold", 0.5)),
         )
     return Bundle(folder.resolve(), manifest, models)

@@ -79,8 +79,9 @@ def calibration_as_eval(data: DimensionData) -> DimensionData:
     """The dimension with its calibration split, per source, in place of the evaluation sets.
 
     Why: choosing settings by their evaluation-split scores makes those scores optimistic. Tuning on the
-    calibration split (held out from training too) keeps the evaluation split for the final report. Ranking
-    (AUC) is unaffected by the calibration fitted on it, apart from constructiveness's length term.
+    calibration split (held out from training too) keeps the evaluation split for the final report. The
+    calibration is fitted on this split, and its length terms change the ranking, so AUC here is slightly
+    optimistic (one or two fitted weights per dimension).
     """
     by_source: dict[str, list[Example]] = defaultdict(list)
     for e in data.calib:

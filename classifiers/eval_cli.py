@@ -297,9 +297,10 @@ def main(args: argparse.Namespace) -> int:
     report["throughput"] = {k: round(v, 1) for k, v in throughput(bundle, fitted, sample).items()}
     print("throughput texts/s: " + ", ".join(f"{k}={v:,.0f}" for k, v in report["throughput"].items()))
     if args.loso:
-        params = TrainParams(
-            **{k: v for k, v in manifest["hyperparameters"].items() if k in TrainParams.__dataclass_fields__}
-        )
+        recorded = manifest["hyperparameters"]
+        params = TrainParams(**{k: v for k, v in recorded.items() if k in TrainParams.__dataclass_fields__})
+        if "length_scaled_logit" not in recorded:  # a format 1 bundle: calibrated on the logit alone
+            params.length_scaled_logit = False
         report["loso"] = {}
         for dim in dims:
             print(f"== leave-one-source-out: {dim}")

@@ -30,11 +30,13 @@ import numpy as np
 
 from classifiers.bundle import (
     BUNDLE_FORMAT,
+    DEFAULT_CALIBRATION,
     MANIFEST,
     NEGATIVE_LABEL,
     POSITIVE_LABEL,
     DimensionModel,
     length_feature,
+    logit,
     manifest_version,
     sha256_file,
 )
@@ -74,10 +76,8 @@ class TrainParams:
     repeated positives overfit: GoEmotions 0.868 at 10, 0.886 at 4), respect has the most data and does best with
     plain word bigrams, no repeated lines and retraining after quantisation (`qretrain`), virtue (ETHICS
     scenarios, where word order matters) gains from word trigrams, constructiveness needs the length term.
-    Every dimension calibrates fastText's logit times log(1 + tokens) (`length_scaled_logit`; see
-    bundle.DimensionModel): on the calibration split it lowered each one's log loss and lifted the AUC of 11 of
-    the 15 sets (respect's mean 0.764 -> 0.766; SFU constructiveness lost 0.009, hope-edi-en 0.005, SFU
-    respect 0.010).
+    Every dimension calibrates fastText's logit times log(1 + tokens) (`length_scaled_logit`; why in
+    bundle.DimensionModel, the calibration-split figures that chose it in classifiers/README.md).
     """
 
     dim: int = 64
@@ -101,8 +101,7 @@ class TrainParams:
     min_per_source: int = 4000
     max_repeat: float = 4.0
     length_calibration: bool = False
-    # calibrate logit x log(1 + tokens), not the logit (bundle.DimensionModel): fastText's logit is a mean
-    length_scaled_logit: bool = True
+    length_scaled_logit: bool = True  # calibrate logit x log(1 + tokens), not the logit
     self_pretrain: bool = True
     pretrain_epoch: int = 5
     pretrained_vectors: str = ""
@@ -225,10 +224,9 @@ def fit_calibration(
     if (length_term or scale_by_length) and lengths is None:
         raise ValueError("fit_calibration: length_term and scale_by_length need lengths")
     if len(raw) < 20 or len(set(np.round(targets, 3))) < 2:
-        return {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
-    clipped = np.clip(raw, 1e-5, 1 - 1e-5)
-    logit = np.log(clipped / (1 - clipped))
-    columns = {"d": logit * np.asarray(lengths, dtype=float)} if scale_by_length else {"a": logit}
+        return {k: v for k, v in DEFAULT_CALIBRATION.items() if k != "max_len"}
+    z = logit(raw)
+    columns = {"d": z * np.asarray(lengths, dtype=float)} if scale_by_length else {"a": z}
     if length_term:
         columns["c"] = np.asarray(lengths, dtype=float)
     x = np.column_stack(list(columns.values()))
@@ -403,6 +401,11 @@ def train_dimension(
         scale_by_length=params.length_scaled_logit,
     )
     scorer.calibration = {**fitted, "max_len": params.chunk_words}
+    if fitted["a"] + fitted["d"] <= 0:  # one of them is fitted, the other 0: the logit's weight must be > 0
+        log(
+            f"  WARNING {name}: calibration slope {fitted['a'] + fitted['d']:.3g} <= 0 (calibration split "
+            f"{len(calib_texts)} texts): the model ranks its own calibration texts no better than chance"
+        )
     calibrated = scorer.calibrate(calib_raw, calib_texts) if len(calib_raw) else calib_raw
     threshold = best_f1_threshold(calibrated, calib_targets) if len(calib_raw) else 0.5
     metrics = {"calib": binary_metrics(calibrated, calib_targets, threshold)} if len(calib_raw) else {}

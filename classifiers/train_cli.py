@@ -70,7 +70,7 @@ def parse_params(pairs: list[str], params: TrainParams | None = None) -> TrainPa
         current = getattr(params, key)
         if isinstance(current, bool):
             if value.lower() not in BOOLEANS:
-                raise SystemExit(f"--param {pair!r}: expected true or false")
+                raise SystemExit(f"--param {pair!r}: expected one of {', '.join(BOOLEANS)}")
             parsed = BOOLEANS[value.lower()]
         else:
             try:

@@ -46,13 +46,14 @@ NEW_INPUTS_LISTED = 100  # the summary lists at most this many new input paths (
 def config_hash(config: CorpusConfig) -> str:
     """Hash of everything that changes the output (not where, how, or how long it is kept).
 
-    `out` and `publish.retention` are left out: the same run resumed with OUT spelt differently, or with
-    another retention, is the same run.
+    `out`, `publish.retention` and `publish.index_max_files` are left out: the same run resumed with OUT spelt
+    differently, another retention or another index compaction is the same run.
     """
     data = dump_config(config)
     for volatile in ("cluster", "out"):
         data.pop(volatile, None)
-    data.get("publish", {}).pop("retention", None)
+    for kept_how in ("retention", "index_max_files"):
+        data.get("publish", {}).pop(kept_how, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -360,6 +361,7 @@ def _run_stages(
         commit = {
             "kept_dir": str(kept_dir),
             "staged_index": ctx.results["dedup"].get("index_dir"),
+            "index_max_files": config.publish.index_max_files,
             "inputs": committed_inputs(batch, ctx.results["curate"]),
             "base_version": state.version if state else None,
             "scoring": scoring_identity(config),

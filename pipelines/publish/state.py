@@ -4,7 +4,8 @@
 OUT/state/
   state.json                  # the commit point: seen inputs, kept batches, index generation, version
   shards/<batch>/*.parquet    # kept (deduplicated) scored documents of each batch; immutable
-  minhash/<generation>/       # MinHash index of every published document (datatrove's index layout)
+  minhash/<generation>/       # MinHash index of every published document (datatrove's index layout;
+                              # a bucket of more than publish.index_max_files files is merged into one)
   run.lock                    # RunLock of the running `corpus run` / `corpus refresh`
 ```
 
@@ -225,8 +226,12 @@ def _add_batch(store: StateStore, batch: str, kept_dir: str | None) -> None:
     commit_dir(tmp, target)
 
 
-def _build_index(store: StateStore, generation: str, base: Path | None, staged: str | None) -> None:
-    """`minhash/<generation>/` = the base generation's files (hard links) + the staged index of this batch."""
+def _build_index(
+    store: StateStore, generation: str, base: Path | None, staged: str | None, max_files: int | None
+) -> None:
+    """`minhash/<generation>/` = the base generation's files (hard links) + the staged index of this batch,
+    with every bucket of more than `max_files` files merged into one (pipelines.dedup.compact)."""
+    from pipelines.dedup.compact import compact_index
     from pipelines.dedup.stage import commit_index
 
     target = store.index_root / generation
@@ -250,6 +255,8 @@ def _build_index(store: StateStore, generation: str, base: Path | None, staged: 
                 shutil.copyfile(path, renamed / path.name)
             commit_index(renamed, tmp)
             shutil.rmtree(renamed, ignore_errors=True)
+    if max_files:
+        compact_index(tmp, max_files, name=generation)
     commit_dir(tmp, target)
 
 
@@ -271,7 +278,7 @@ def commit_state(store: StateStore, journal: dict[str, Any]) -> State:
     if commit.get("staged_index"):
         base = store.index_dir(current) if mode == "refresh" else None
         generation = batch
-        _build_index(store, generation, base, commit["staged_index"])
+        _build_index(store, generation, base, commit["staged_index"], commit.get("index_max_files"))
     else:
         generation = current.index if (mode == "refresh" and current) else None
     fault_point("commit_after_index")

@@ -214,18 +214,41 @@ def test_length_scaled_calibration_is_fitted_and_applied():
 
 
 def test_a_format_1_bundle_still_loads(tiny_bundle_path, tmp_path):
-    """Bundles built before the length-scaled calibration have no `d`; they score as they did (d = 0)."""
+    """Bundles built before the length-scaled calibration have no `d`; they score as they did (Platt)."""
+    manifest = json.loads((tiny_bundle_path / "manifest.json").read_text())
+    assert manifest["format"] == 2
+    for dim, entry in manifest["models"].items():  # what training fits now: the logit scaled by length
+        assert entry["calibration"]["a"] == 0.0 and entry["calibration"]["d"] > 0, dim
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_path, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
     manifest["format"] = 1
     for entry in manifest["models"].values():
-        entry["calibration"].pop("d", None)
+        entry["calibration"] = {"method": "logistic(logit p, log1p tokens)", "a": 2.0, "b": -0.5, "c": 0.0}
     manifest["version"] = manifest_version(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert all(m.calibration["d"] == 0.0 for m in load_bundle(copy).models.values())
+    old = load_bundle(copy)
+    texts = [KIND, HOSTILE, "the weather report for tomorrow"]
+    chunks, _ = old.chunk(texts)
+    for dim, model in old.models.items():
+        raw = np.clip(model.predict_raw(chunks), 1e-5, 1 - 1e-5)
+        expected = 1 / (1 + np.exp(-(2.0 * np.log(raw / (1 - raw)) - 0.5)))
+        assert model.calibration["d"] == 0.0
+        np.testing.assert_allclose(old.score(texts)[dim], expected, rtol=1e-5, err_msg=dim)
     manifest["format"] = 3
     manifest["version"] = manifest_version(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"bundle format 3 \(this code reads 1, 2\)"):
         load_bundle(copy)
+
+
+def test_length_terms_need_the_scored_lines(tiny_bundle):
+    """Without the lines, a length-scaled calibration (a = 0) would give every text the same score."""
+    model = tiny_bundle.models["care"]
+    with pytest.raises(ValueError, match="care: this calibration has length terms"):
+        model.calibrate(np.array([0.2, 0.9]))
+    unsure = np.array([0.52])  # the tiny model's calibration is steep; stay off the saturated ends
+    short = model.calibrate(unsure, ["kind words"])[0]
+    capped = model.calibrate(unsure, [" ".join(["kind"] * 40)])[0]
+    assert 0.5 < short < capped < 0.9999  # longer text, same fastText P: surer
+    beyond = model.calibrate(unsure, [" ".join(["kind"] * 400)])[0]
+    assert beyond == pytest.approx(capped)  # L is capped at max_len (40 tokens here)

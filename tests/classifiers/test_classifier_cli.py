@@ -253,7 +253,7 @@ def test_param_overrides_are_checked():
     assert params.for_dimension("care").length_scaled_logit is True
     assert params.epoch == 7 and params.qretrain is True
     for bad, message in [
-        ("quantize=maybe", "expected true or false"),
+        ("quantize=maybe", "expected one of true, 1, yes, false, 0, no"),
         ("cares.epoch=3", "unknown dimension 'cares'"),
         ("epoch=three", "expected a int"),
         ("epochs=3", "expected [DIMENSION.]KEY=VALUE"),

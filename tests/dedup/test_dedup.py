@@ -137,3 +137,63 @@ def test_missing_column_names_the_file(tmp_path, dask_client):
     ctx.results["curate"] = {"output_dir": str(tmp_path / "bad")}
     with pytest.raises(DedupError, match=r"00000\.parquet: missing column\(s\) \['prosocial'\]"):
         run_dedup(ctx)
+
+
+def _index_records(bucket, config) -> list[tuple]:
+    """Every record of a bucket folder, read by datatrove's own index reader."""
+    from datatrove.io import get_datafolder
+    from datatrove.pipeline.dedup.minhash import read_sigs
+
+    folder = get_datafolder(str(bucket))
+    files = folder.list_files()
+    return [
+        sig.sig
+        for i, f in enumerate(folder.open_files(files, mode="rb"))
+        for sig in read_sigs(f, i, config, index_file=True)
+    ]
+
+
+def test_a_compacted_index_dedups_like_the_files_it_merged(deduped, tmp_path):
+    """A year of nightly refreshes would leave ~365 files per bucket; merged, they must still catch copies."""
+    from pipelines.dedup.compact import compact_index
+    from pipelines.dedup.stage import minhash_config
+
+    ctx, _, result, _, _, _ = deduped
+    rng = np.random.default_rng(13)
+    second = make_scored_table(30, seed=9, texts=random_texts(30, rng, 220, 220), start=20_000)
+    write_scored(tmp_path / "second", second, files=2)
+    second_result = dedup_against_index(ctx, tmp_path / "second", index_dir=None, stage="dedup_second")
+    index = tmp_path / "index"
+    for prefix, staged in (("a", result["index_dir"]), ("b", second_result["index_dir"])):
+        commit_index(staged, tmp_path / f"staged-{prefix}")
+        for path in sorted((tmp_path / f"staged-{prefix}").rglob("*.minhash.index")):
+            target = index / path.parent.name / f"{prefix}--{path.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (index / "index_config.json").write_bytes((tmp_path / "staged-a" / "index_config.json").read_bytes())
+    config = minhash_config(ctx.config.dedup)
+    buckets = sorted(index.glob("bucket_*"))
+    assert len(buckets) == ctx.config.dedup.num_buckets and all(len(list(b.iterdir())) == 2 for b in buckets)
+    before = {b.name: _index_records(b, config) for b in buckets}
+
+    assert compact_index(index, max_files=2, name="gen-3") == 0  # not crowded yet
+    assert compact_index(index, max_files=1, name="gen-3") == len(buckets)
+    for bucket in buckets:
+        assert [p.name for p in bucket.iterdir()] == ["gen-3--compacted.minhash.index"]
+        merged = _index_records(bucket, config)
+        assert merged == sorted(set(before[bucket.name])) and len(merged) > 30
+    assert compact_index(index, max_files=1, name="gen-4") == 0
+
+    # a near-duplicate of a document of the second batch is caught by the merged index
+    text = second["text"][4].as_py()
+    copy = make_scored_table(1, seed=11, texts=[_edit(text, rng, 2)], start=30_000)
+    write_scored(tmp_path / "copy", copy, files=1)
+    caught = dedup_against_index(ctx, tmp_path / "copy", index_dir=index, stage="dedup_copy")
+    assert caught["index_matches"] == 1 and caught["documents_out"] == 0
+
+    # a truncated file is named, not merged into a silently shorter index
+    victim = next(buckets[0].iterdir())
+    victim.write_bytes(victim.read_bytes()[:-3])
+    (buckets[0] / "z--extra.minhash.index").write_bytes(b"")
+    with pytest.raises(DedupError, match=f"{re.escape(str(victim))}: .* not a whole number"):
+        compact_index(index, max_files=1, name="gen-5")

@@ -67,7 +67,8 @@ def test_refresh_adds_a_shard_and_drops_a_near_duplicate_of_v1(world):
     out, new = world["out"], world["new"]
     planted = near_duplicate(document(3))  # document 3 is in v1
     write_shard(new / "b.jsonl", list(range(100, 106)), [{"text": planted, "url": "https://copy.example/3"}])
-    summary = summary_of(corpus("refresh", world["overrides"]()))
+    compact = "publish.index_max_files=1"  # merge v1's and v2's index files at once (default: beyond 16)
+    summary = summary_of(corpus("refresh", world["overrides"](compact)))
 
     assert summary["status"] == "published" and summary["version"] == "v2" and summary["mode"] == "refresh"
     assert summary["new_shards"] == 1 and summary["new_inputs"] == [str(new / "b.jsonl")]
@@ -96,16 +97,23 @@ def test_refresh_adds_a_shard_and_drops_a_near_duplicate_of_v1(world):
 
     state = state_of(out)
     assert state["version"] == "v2" and len(state["batches"]) == 2 and len(state["inputs"]) == 2
+    buckets = sorted((out / "state" / "minhash" / state["index"]).glob("bucket_*"))
+    assert buckets and all(
+        [p.name for p in b.iterdir()] == [f"{state['index']}--compacted.minhash.index"] for b in buckets
+    ), "one merged file per bucket"
     assert os.path.isfile(summary["log"]) and "refresh" in Path(summary["log"]).read_text()
 
     # the same inputs again: nothing new; a changed file (same path, new size and mtime) is new again
     again = corpus("refresh", world["overrides"]())
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "nothing new"
-    write_shard(new / "b.jsonl", list(range(100, 106)) + [107])
-    changed = summary_of(corpus("refresh", world["overrides"]()))
+    late_copy = {"text": near_duplicate(document(5)), "url": "https://copy.example/5"}  # document 5 is in v1
+    write_shard(new / "b.jsonl", list(range(100, 106)) + [107], [late_copy])
+    changed = summary_of(corpus("refresh", world["overrides"](compact)))
     assert changed["version"] == "v3" and changed["new_inputs"] == [str(new / "b.jsonl")]
-    # the six documents already published are near-duplicates of themselves now; only #107 is added
-    assert changed["documents_in"] == 7 and changed["documents_out"] == 1 and changed["documents_total"] == 27
+    # the six documents published in v2 are near-duplicates of themselves now, and the late copy of a v1
+    # document is caught too: the merged index files hold both batches; only #107 is added
+    assert changed["documents_in"] == 8 and changed["near_duplicates_removed"] == 7
+    assert changed["documents_out"] == 1 and changed["documents_total"] == 27
 
 
 def run_until_killed(world, fault: str) -> subprocess.CompletedProcess:
