@@ -2,33 +2,36 @@
 
 Why: each refresh adds one index file per bucket (the state store links the previous generation's files and
 adds the batch's), and datatrove's bucket step opens every file of its bucket at once. After a year of nightly
-refreshes that is about 365 open files per bucket task and about 5,000 files per index. When a bucket holds more
-than `max_files` files, they are merged into one. The merge streams over the files' sorted records (datatrove's
-index format: fixed-size little-endian tuples of `hashes_per_bucket` hashes, in ascending order) and keeps each
-distinct record once, so memory is one read buffer per file. It runs in a generation's temp folder before the
-store commits it, so a crash leaves only garbage that the store sweeps.
+refreshes that is about 365 open files per bucket task and about 5,000 files per index. When a bucket holds
+more than `max_files` files, they are merged into one. The merge streams over the files' sorted records
+(datatrove's index format: fixed-size little-endian tuples of `hashes_per_bucket` hashes, in ascending order)
+and keeps each distinct record once: an index record only says "a document with this band exists". Memory is
+one read buffer per file (4 MB with the default 8 64-bit hashes per bucket). It runs in a generation's temp
+folder before the store commits it, so a crash leaves only garbage that the store sweeps.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from datatrove.utils.binaryio import read_tuples_from_file
 from datatrove.utils.logging import logger
 
+from pipelines.atomic import atomic_path
 from pipelines.dedup.settings import DedupConfig
-from pipelines.dedup.stage import INDEX_CONFIG, DedupError, _index_identity, minhash_config
+from pipelines.dedup.stage import INDEX_CONFIG, INDEX_SUFFIX, DedupError, _index_identity, minhash_config
+from pipelines.publish.faults import fault_point
 
-INDEX_SUFFIX = ".minhash.index"
 RECORDS_PER_READ = 1 << 16
 
 
-def index_record(index_dir: str | Path) -> struct.Struct:
-    """The record layout of an index folder, from the settings its `index_config.json` records."""
+def index_record(index_dir: str | Path) -> str:
+    """The record layout of an index folder (a struct format without the byte order, which is little-endian),
+    from the settings its `index_config.json` records."""
     config_file = Path(index_dir) / INDEX_CONFIG
     try:
         identity = json.loads(config_file.read_text())
@@ -39,27 +42,26 @@ def index_record(index_dir: str | Path) -> struct.Struct:
     if _index_identity(cfg) != identity:  # settings this code would not write: do not guess the layout
         raise DedupError(f"{config_file}: index settings this version does not know: {identity}")
     mh = minhash_config(cfg)
-    return struct.Struct(f"<{mh.hashes_per_bucket}{mh.hash_config.struct_format}")
+    return f"{mh.hashes_per_bucket}{mh.hash_config.struct_format}"
 
 
-def _records(path: Path, record: struct.Struct) -> Iterator[tuple[int, ...]]:
-    size = path.stat().st_size
-    if size % record.size:
+def _records(path: Path, layout: str) -> Iterator[tuple[int, ...]]:
+    size, record = path.stat().st_size, struct.calcsize(f"<{layout}")
+    if size % record:
         raise DedupError(
-            f"{path}: {size} bytes is not a whole number of {record.size}-byte index records (truncated?)"
+            f"{path}: {size} bytes is not a whole number of {record}-byte index records (truncated?)"
         )
     with open(path, "rb") as f:
-        while chunk := f.read(record.size * RECORDS_PER_READ):
-            yield from record.iter_unpack(chunk)
+        yield from read_tuples_from_file(f, layout, lines_to_buffer=RECORDS_PER_READ)
 
 
-def merge_index_files(files: list[Path], target: Path, record: struct.Struct) -> int:
-    """Write the sorted union of `files` to `target` (temp name, then rename); return the records written."""
-    tmp = target.with_name(f".{target.name}.tmp")
+def merge_index_files(files: list[Path], target: Path, layout: str) -> int:
+    """Write the sorted union of `files` to `target` (atomically); return the records written."""
+    record = struct.Struct(f"<{layout}")
     written, last = 0, None
-    with open(tmp, "wb") as out:
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
         buffer = bytearray()
-        for values in heapq.merge(*(_records(path, record) for path in files)):
+        for values in heapq.merge(*(_records(path, layout) for path in files)):
             if values == last:
                 continue
             if last is not None and values < last:
@@ -72,9 +74,6 @@ def merge_index_files(files: list[Path], target: Path, record: struct.Struct) ->
                 out.write(buffer)
                 buffer.clear()
         out.write(buffer)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
     return written
 
 
@@ -95,10 +94,11 @@ def compact_index(index_dir: str | Path, max_files: int, name: str) -> int:
             crowded[bucket] = files
     if not crowded:
         return 0
-    record = index_record(index_dir)
+    layout = index_record(index_dir)
     for bucket, files in crowded.items():
         target = bucket / f"{name}--compacted{INDEX_SUFFIX}"
-        merge_index_files(files, target, record)
+        merge_index_files(files, target, layout)
+        fault_point("commit_during_index_merge")
         for path in files:
             if path != target:
                 path.unlink()

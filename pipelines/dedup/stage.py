@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 REQUIRED_COLUMNS = ("id", "text", "prosocial")
 INDEX_CONFIG = "index_config.json"
+INDEX_SUFFIX = ".minhash.index"  # datatrove's index file names end so
 
 
 class DedupError(ValueError):
@@ -192,7 +193,7 @@ def dedup_scored(
     if index_dir is not None:
         index_dir = Path(index_dir)
         _check_index(index_dir, cfg)
-        if not any(index_dir.glob("bucket_*/*.minhash.index")):
+        if not any(index_dir.glob(f"bucket_*/*{INDEX_SUFFIX}")):
             index_dir = None
 
     stages = minhash_pipelines(input_dir, work, cfg, schema, index_dir=index_dir)
@@ -285,7 +286,7 @@ def commit_index(staged_index_dir: str | Path | None, index_dir: str | Path) -> 
     if not existing.is_file():  # first: index files never sit in a folder that does not say their settings
         _write_json(existing, identity)
     added = 0
-    for src in sorted(staged.glob("bucket_*/*.minhash.index")):
+    for src in sorted(staged.glob(f"bucket_*/*{INDEX_SUFFIX}")):
         dst = target / src.relative_to(staged)
         if dst.is_file() and dst.stat().st_size == src.stat().st_size:
             continue

@@ -7,7 +7,8 @@ hook is one environment lookup per point and does nothing unless the variable na
 
 Points (in run order): after_lock, after_curate, after_dedup, after_mix, after_synthesize,
 publish_before_rename, publish_after_rename, publish_after_flip, after_publish, commit_after_shards,
-commit_after_index, commit_after_state. Several can be given, comma-separated; the first one reached fires.
+commit_during_index_merge (a bucket's files merged, the files it replaces not yet removed), commit_after_index,
+commit_after_state. Several can be given, comma-separated; the first one reached fires.
 `PROSOCIAL_PAUSE=<point>:<seconds>` sleeps there instead (the lock test holds the lock long enough that a
 second refresh surely finds it taken).
 """
@@ -32,6 +33,7 @@ POINTS = (
     "publish_after_flip",
     "after_publish",
     "commit_after_shards",
+    "commit_during_index_merge",
     "commit_after_index",
     "commit_after_state",
 )

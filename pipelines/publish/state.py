@@ -232,7 +232,7 @@ def _build_index(
     """`minhash/<generation>/` = the base generation's files (hard links) + the staged index of this batch,
     with every bucket of more than `max_files` files merged into one (pipelines.dedup.compact)."""
     from pipelines.dedup.compact import compact_index
-    from pipelines.dedup.stage import commit_index
+    from pipelines.dedup.stage import INDEX_SUFFIX, DedupError, commit_index
 
     target = store.index_root / generation
     if target.is_dir():
@@ -245,7 +245,7 @@ def _build_index(
         # Index file names come from the batch's scored file names and sizes, which can repeat across batches
         # (and commit_index skips a same-named, same-sized file); prefixing the generation keeps every batch's
         # files. datatrove loads every file of a bucket folder, whatever its name.
-        files = sorted(Path(staged).glob("bucket_*/*.minhash.index"))
+        files = sorted(Path(staged).glob(f"bucket_*/*{INDEX_SUFFIX}"))
         if files:
             renamed = store.index_root / f".{generation}.staged-{uuid.uuid4().hex[:6]}"
             for path in files:
@@ -256,7 +256,10 @@ def _build_index(
             commit_index(renamed, tmp)
             shutil.rmtree(renamed, ignore_errors=True)
     if max_files:
-        compact_index(tmp, max_files, name=generation)
+        try:
+            compact_index(tmp, max_files, name=generation)
+        except DedupError as exc:  # a damaged index file: `recover` must let `corpus run` rebuild
+            raise StateError(f"cannot build MinHash index generation {generation}: {exc}") from None
     commit_dir(tmp, target)
 
 

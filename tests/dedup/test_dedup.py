@@ -191,9 +191,23 @@ def test_a_compacted_index_dedups_like_the_files_it_merged(deduped, tmp_path):
     caught = dedup_against_index(ctx, tmp_path / "copy", index_dir=index, stage="dedup_copy")
     assert caught["index_matches"] == 1 and caught["documents_out"] == 0
 
-    # a truncated file is named, not merged into a silently shorter index
-    victim = next(buckets[0].iterdir())
+    # the state store builds a generation on links to the previous one; merging must leave that one as it was
+    from pipelines.publish.state import StateError, StateStore, _build_index
+
+    store = StateStore(tmp_path / "state")
+    (index / "bucket_000" / "late.minhash.index").write_bytes(b"")  # two files in one bucket: over the limit
+    previous = {p: p.read_bytes() for p in index.rglob("*.minhash.index")}
+    _build_index(store, "g5", index, None, 1)
+    assert {p: p.read_bytes() for p in index.rglob("*.minhash.index")} == previous
+    assert [p.name for p in (store.index_root / "g5" / "bucket_000").iterdir()] == [
+        "g5--compacted.minhash.index"
+    ]
+    assert _index_records(store.index_root / "g5" / "bucket_000", config) == sorted(set(before["bucket_000"]))
+
+    # a truncated file is named, not merged into a silently shorter index; the store refuses the generation
+    victim = buckets[0] / "gen-3--compacted.minhash.index"
     victim.write_bytes(victim.read_bytes()[:-3])
-    (buckets[0] / "z--extra.minhash.index").write_bytes(b"")
     with pytest.raises(DedupError, match=f"{re.escape(str(victim))}: .* not a whole number"):
-        compact_index(index, max_files=1, name="gen-5")
+        compact_index(index, max_files=1, name="gen-6")
+    with pytest.raises(StateError, match="cannot build MinHash index generation g6: .* not a whole number"):
+        _build_index(store, "g6", index, None, 1)

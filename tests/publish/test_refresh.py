@@ -116,8 +116,8 @@ def test_refresh_adds_a_shard_and_drops_a_near_duplicate_of_v1(world):
     assert changed["documents_out"] == 1 and changed["documents_total"] == 27
 
 
-def run_until_killed(world, fault: str) -> subprocess.CompletedProcess:
-    result = corpus("refresh", world["overrides"](), fault=fault)
+def run_until_killed(world, fault: str, *extra: str) -> subprocess.CompletedProcess:
+    result = corpus("refresh", world["overrides"](*extra), fault=fault)
     assert result.returncode == -signal.SIGKILL, f"{fault}: exit {result.returncode}\n{result.stderr[-3000:]}"
     assert "killing pid" in result.stderr and f" at {fault}" in result.stderr
     return result
@@ -126,11 +126,12 @@ def run_until_killed(world, fault: str) -> subprocess.CompletedProcess:
 def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finishes(world):
     out, new = world["out"], world["new"]
     write_shard(new / "b.jsonl", list(range(100, 106)), [{"text": near_duplicate(document(5)), "url": "u:5"}])
+    compact = "publish.index_max_files=1"  # the commit merges v1's and v2's index files (and is killed there)
     # before the flip: between stages, and on both sides of the rename of the staged version
     before_flip = ["after_lock", "after_curate", "after_mix", "publish_before_rename", "publish_after_rename"]
     assert set(before_flip) <= set(POINTS)
     for fault in before_flip:
-        result = run_until_killed(world, fault)
+        result = run_until_killed(world, fault, compact)
         assert latest_version(out) == "v1", f"{fault}: latest moved"
         assert "ok" in verify_ok(out), f"{fault}: latest does not verify"
         assert state_of(out)["version"] == "v1", f"{fault}: state committed before publishing"
@@ -143,12 +144,17 @@ def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finish
     assert "ok" in verify_ok(out, every=True)
 
     # the next runs first finish v2 (flip), then die inside the state commit: latest is v2, state catches up
-    run_until_killed(world, "commit_after_shards")
+    run_until_killed(world, "commit_after_shards", compact)
     assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
-    run_until_killed(world, "commit_after_state")
+    run_until_killed(world, "commit_during_index_merge", compact)
+    assert state_of(out)["version"] == "v1", "a generation killed mid-merge is not committed"
+    run_until_killed(world, "commit_after_state", compact)
     assert state_of(out)["version"] == "v2"
 
-    final = summary_of(corpus("refresh", world["overrides"]()))
+    final = summary_of(corpus("refresh", world["overrides"](compact)))
+    index = out / "state" / "minhash"
+    assert [p.name for p in index.iterdir()] == [state_of(out)["index"]], "the killed merge's folder is swept"
+    assert all(len(list(b.iterdir())) == 1 for b in (index / state_of(out)["index"]).glob("bucket_*"))
     assert final["status"] == "published" and final["version"] == "v2" and final["recovered"] is True
     assert final["documents_in"] == 7 and final["documents_out"] == 6 and final["documents_total"] == 26
     assert list_versions(out) == ["v1", "v2"] and latest_version(out) == "v2"
