@@ -326,6 +326,8 @@ def _run_stages(
         ctx = RunContext(config=config, client=client, run_id=run_id, mode=mode)
         logger.info(f"{mode} {run_id}: work folder {ctx.work}")
         previous_batches = store.shard_dirs(state) if mode == "refresh" else []
+        # checked before hours of curation: a lost index (StateError) is found now, not after the curate stage
+        index_dir = store.index_dir(state) if mode == "refresh" else None
         ctx.results["inputs"] = {
             "mode": mode,
             "new_inputs": len(batch),
@@ -343,7 +345,7 @@ def _run_stages(
         fault_point("after_curate")
         if mode == "refresh":
             ctx.results["dedup"] = dedup_against_index(
-                ctx, ctx.results["curate"]["output_dir"], index_dir=store.index_dir(state), stage="dedup"
+                ctx, ctx.results["curate"]["output_dir"], index_dir=index_dir, stage="dedup"
             )
         else:
             ctx.results["dedup"] = run_dedup(ctx)

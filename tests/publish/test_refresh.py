@@ -298,6 +298,7 @@ def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_inde
     refused = corpus("refresh", world["overrides"]())
     assert refused.returncode == 78 and f"{index} is missing" in refused.stderr
     assert latest_version(out) == "v1" and state_of(out)["version"] == "v1"
+    assert not list((out / "work").glob("*/curate")), "refused before hours of curation, not after"
 
 
 def test_refresh_names_the_shaping_setting_that_changed_and_ignores_performance_settings(world):
