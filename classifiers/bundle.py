@@ -170,23 +170,38 @@ class DimensionModel:
         out[negative] = 1.0 - out[negative]
         return out
 
-    def calibrate(self, raw: np.ndarray, lines: Sequence[str] | None = None) -> np.ndarray:
-        """sigmoid((a + d L) z + c L + b); `lines` (the scored texts) give L and are required when c or d is set."""
+    @property
+    def uses_length(self) -> bool:
+        return bool(self.calibration.get("c", 0.0) or self.calibration.get("d", 0.0))
+
+    @property
+    def max_len(self) -> int:
+        return int(self.calibration.get("max_len", 150))
+
+    def calibrate(
+        self, raw: np.ndarray, lines: Sequence[str] | None = None, length: np.ndarray | None = None
+    ) -> np.ndarray:
+        """sigmoid((a + d L) z + c L + b). L comes from `lines` (the scored texts), or `length` when the caller
+        computed `length_feature(lines, self.max_len)` once for several models; one is required when c or d is
+        set."""
         cal = self.calibration
         c, d = cal.get("c", 0.0), cal.get("d", 0.0)
         slope: float | np.ndarray = cal.get("a", 1.0)
         z = cal.get("b", 0.0)
         if c or d:
-            if lines is None:  # with a = 0 every text would get the same score
+            if length is None and lines is None:  # with a = 0 every text would get the same score
                 raise ValueError(f"{self.name}: this calibration has length terms; pass the scored lines")
-            length = length_feature(lines, int(cal.get("max_len", 150)))
+            if length is None:
+                length = length_feature(lines, self.max_len)
             slope = slope + d * length
             z = z + c * length
         return 1.0 / (1.0 + np.exp(-(slope * logit(raw) + z)))
 
-    def score(self, lines: list[str], terminated: list[str] | None = None) -> np.ndarray:
+    def score(
+        self, lines: list[str], terminated: list[str] | None = None, length: np.ndarray | None = None
+    ) -> np.ndarray:
         """Calibrated P(dimension) per normalised line (lines hold no newline: `normalize` removes them)."""
-        return self.calibrate(self.predict_raw(lines, terminated), lines)
+        return self.calibrate(self.predict_raw(lines, terminated), lines, length)
 
 
 class Bundle:
@@ -234,7 +249,13 @@ class Bundle:
     def score_chunks(self, chunks: list[str]) -> dict[str, np.ndarray]:
         """Calibrated P(dimension) per chunk."""
         terminated = [chunk + "\n" for chunk in chunks]
-        return {d: self.models[d].score(chunks, terminated) for d in self.dimensions}
+        lengths = {  # one length feature per batch, shared by the dimensions (they use the same max_len)
+            m.max_len: length_feature(chunks, m.max_len) for m in self.models.values() if m.uses_length
+        }
+        return {
+            d: self.models[d].score(chunks, terminated, lengths.get(self.models[d].max_len))
+            for d in self.dimensions
+        }
 
     def score(self, texts: Sequence[str], aggregation: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Per dimension, P(prosocial) in [0, 1] for each text (float32); long texts are scored by chunks."""

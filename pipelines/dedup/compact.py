@@ -104,6 +104,6 @@ def compact_index(index_dir: str | Path, max_files: int, name: str) -> int:
                 path.unlink()
     files_before = sum(len(files) for files in crowded.values())
     logger.info(
-        f"MinHash index {index_dir.name}: compacted {len(crowded)} bucket(s), {files_before} files -> {len(crowded)}"
+        f"MinHash index {name}: merged {files_before} files of {len(crowded)} bucket(s) into one per bucket"
     )
     return len(crowded)
