@@ -138,6 +138,14 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # TrainParams' own per-dimension defaults name every human-seeded dimension, so only the user's overrides count
+    untrained = sorted({pair.partition("=")[0].rpartition(".")[0] for pair in args.param} - {""} - set(dims))
+    if untrained:
+        print(
+            f"error: --param overrides dimensions {untrained} that this run does not train (training: {dims})",
+            file=sys.stderr,
+        )
+        return 2
     name = args.name or Path(args.out).name
     train_bundle(seed_data, args.out, params, dimensions=dims, name=name)
     print(f"done in {time.time() - started:.0f} s")

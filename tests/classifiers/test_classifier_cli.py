@@ -163,6 +163,31 @@ def test_train_reports_bad_recipes(tmp_path, capsys):
     ]  # nothing left beside it
 
 
+def test_train_refuses_overrides_for_dimensions_it_does_not_train(tmp_path, capsys):
+    """`respect.epoch=3` on a care-only build would be ignored; the user meant something else."""
+    _make_source(tmp_path, "toy")
+    args = ["--seeds", str(tmp_path / "seeds"), "--recipes", str(tmp_path / "recipes"), *TINY]
+    out = tmp_path / "b"
+    code = corpus(
+        [
+            "classifier",
+            "train",
+            *args,
+            "--dimensions",
+            "care",
+            "--param",
+            "respect.epoch=3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2
+    assert (
+        "dimensions ['respect'] that this run does not train (training: ['care'])" in capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
 def _write_annotations(folder, n=600):
     """Hand-made rubric labels in the layout `corpus classifier annotate` writes: labels.parquet (0-5 scores)
     plus a recipe.yaml whose `local.folder` is the folder itself."""
