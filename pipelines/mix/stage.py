@@ -196,9 +196,25 @@ def write_shard(
     row_group_rows: int,
     tier_names: list[str],
 ) -> dict[str, Any]:
-    """Sort one shard by stream position (ties: id, copy) and write it atomically; return its tier counts."""
+    """Sort one shard by stream position (ties: id, copy) and write it atomically; return its tier counts.
+
+    Rows that share an id (the same url and text curated twice: a refresh with `dedup.enabled: false`, or
+    `curate.exact_dedup: false`) get the same copies at the same positions, so they meet here and only one of
+    each (id, copy) is written: `max_epochs` caps copies of a document, not of a row.
+    """
     df = df.reset_index(drop=True)  # the index is the shard number, also kept as a column
-    df = df.sort_values(["_pos", "id", "repeat_index"], kind="stable").reset_index(drop=True)
+    keys = ["_pos", "id", "repeat_index"]
+    duplicated = df.duplicated(keys[1:])
+    if (
+        duplicated.any()
+    ):  # keep the copy from the first source (and offset): the same whatever the partitioning
+        keys += [c for c in ("source", "source_offset", "text") if c in df.columns]
+    df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+    collapsed = 0
+    if duplicated.any():
+        keep = ~df.duplicated(["id", "repeat_index"])
+        collapsed = int((~keep).sum())
+        df = df[keep].reset_index(drop=True)
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     table = table.replace_schema_metadata(schema.metadata)  # drop pandas' metadata: same bytes on every run
     name = f"train-{index:05d}-of-{shards:05d}.parquet"
@@ -218,6 +234,7 @@ def write_shard(
         "rows": len(df),
         "bytes": os.path.getsize(os.path.join(folder, name)),
         "tiers": counts,
+        "duplicate_copies": collapsed,
     }
 
 
@@ -352,6 +369,8 @@ def _profile_entry(
             "rows": sum(s["rows"] for s in shards),
             "mixture_tokens": int(total_tokens),
             "bytes": sum(s["bytes"] for s in shards),
+            # copies of rows that share an id with another row, not written (see write_shard)
+            "duplicate_copies_dropped": sum(s["duplicate_copies"] for s in shards),
         },
         "shards": len(shards),
         "files": [s["file"] for s in shards],
@@ -409,6 +428,12 @@ def mix_scored(
         entries[profile.name] = _profile_entry(
             profile, plan, info, stats[profile.name], shards, folder, index == 0
         )
+        if dropped := entries[profile.name]["totals"]["duplicate_copies_dropped"]:
+            logger.warning(
+                f"mix: profile {profile.name}: {dropped} copies of documents whose id appears in more than one "
+                "input row were not written (max_epochs caps copies per document; rows share an id when "
+                "curate.exact_dedup or dedup.enabled is off)"
+            )
     mixture = {
         "format": MIXTURE_FORMAT,
         "fingerprint": fingerprint,

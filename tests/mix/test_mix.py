@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -153,6 +154,39 @@ def test_copies_are_spread_across_shards_and_through_the_stream(scored, dask_cli
     # copies are in stream order of repeat_index
     first = out.sort_values("_stream").groupby("id")["repeat_index"].first()
     assert (first == 0).all()
+
+
+def test_rows_that_share_an_id_share_the_cap(dask_client, tmp_path):
+    """A refresh with dedup off keeps a re-curated document twice (same id, another source offset); the mixture
+    must still hold at most max_epochs copies of it, whatever the partitioning."""
+    table = make_scored_table(300, seed=9, token_counts=np.full(300, 50), min_words=5, max_words=12)
+    again = table.slice(0, 100)
+    again = again.set_column(
+        again.schema.get_field_index("source_offset"), "source_offset", pa.array(np.arange(100) + 10_000)
+    )
+    folder = tmp_path / "scored"
+    write_scored(folder, pa.concat_tables([table, again]), files=4)
+    profile = _profile([4.0, 4.0, 4.0, 4.0])
+    outputs = []
+    for name, blocksize in [("a", "64MB"), ("b", "16KB")]:
+        mix_scored(
+            folder,
+            tmp_path / name,
+            [profile],
+            MixConfig(seed=2, shard_mb=0.05, blocksize=blocksize),
+            dask_client,
+        )
+        outputs.append(_output(tmp_path / name))
+    (out, mixture), (other, _) = outputs
+    copies = out.groupby("id").size()
+    assert copies.max() == 4 and len(copies) == 300
+    assert mixture["profiles"]["prop"]["totals"]["duplicate_copies_dropped"] == 400
+    # the copy kept is the first source offset's, on every partitioning
+    kept = out.set_index("id")["source_offset"].groupby(level=0).max()
+    assert (kept < 10_000).all()
+    assert out.drop(columns=["_shard", "_row", "_stream"]).equals(
+        other.drop(columns=["_shard", "_row", "_stream"])
+    )
 
 
 def test_profiles_from_one_scored_corpus(scored, dask_client, tmp_path):
