@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.publish.lock import LockHeld, RunLock
+from pipelines.publish.lock import LockHeld, LockUnsupported, RunLock
 from pipelines.publish.manifest import VerifyError, verify_version
 from pipelines.publish.publish import (
     apply_retention,
@@ -103,6 +103,28 @@ def test_lock_excludes_and_takes_over_stale(tmp_path):
     finally:
         unrelated.kill()
         unrelated.wait()
+
+
+def test_a_filesystem_without_locks_fails_the_run_instead_of_looking_busy(tmp_path, monkeypatch, capsys):
+    """FUSE or NFS without a lock daemon answer ENOLCK: exit 75 ("busy, try later") would make every nightly
+    refresh a silent no-op under the README's systemd unit, so it must be an ordinary failure."""
+    import errno
+
+    import pipelines.publish.lock as lock_module
+    from pipelines.cli import main as corpus
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
+    with pytest.raises(LockUnsupported, match="does not support file locks") as raised:
+        RunLock(tmp_path / "run.lock", "refresh").acquire()
+    assert not isinstance(raised.value, LockHeld)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "hello"}\n')
+    overrides = [f"input={tmp_path / 'in'}/*.jsonl", f"out={tmp_path / 'out'}", "synthetic.enabled=false"]
+    assert corpus(["refresh", *overrides]) == 1
+    assert "does not support file locks" in capsys.readouterr().err
 
 
 HOLD = """

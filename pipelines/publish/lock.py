@@ -43,8 +43,14 @@ class LockHeld(RuntimeError):
     """Another live process holds the lock; the message names it."""
 
 
+class LockUnsupported(RuntimeError):
+    """The filesystem of OUT cannot lock files; not a busy lock, so callers must not treat it as one (a nightly
+    job that exits "try again later" every night would never run and never alert)."""
+
+
 class RunLock:
-    """`with RunLock(OUT / "state" / "run.lock", "refresh"):` - raises LockHeld if someone else has it."""
+    """`with RunLock(OUT / "state" / "run.lock", "refresh"):` - raises LockHeld if someone else has it,
+    LockUnsupported if the filesystem cannot lock."""
 
     def __init__(self, path: Path, purpose: str):
         self.path = Path(path)
@@ -83,7 +89,7 @@ class RunLock:
             return None
         except OSError as exc:
             os.close(fd)
-            raise LockHeld(
+            raise LockUnsupported(
                 f"{self.path}: this filesystem does not support file locks ({exc.strerror}); "
                 "put OUT on a local or NFS filesystem"
             ) from exc

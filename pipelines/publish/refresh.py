@@ -63,7 +63,7 @@ def configure_stderr(level: str) -> None:
 def run_command(args: argparse.Namespace, mode: str) -> int:
     """Shared by `corpus run` and `corpus refresh`: run the graph, print the summary, map errors to exit codes."""
     from pipelines.graph import run_graph
-    from pipelines.publish.lock import LockHeld
+    from pipelines.publish.lock import LockHeld, LockUnsupported
     from pipelines.publish.state import StateError
 
     config = load_config(args.config, args.overrides)
@@ -75,6 +75,9 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
         except LockHeld as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return EXIT_LOCKED
+        except LockUnsupported as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
         except StateError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return EXIT_REFUSED if exc.refusal else 1
