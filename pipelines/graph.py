@@ -229,10 +229,14 @@ def carry_dialogues(out: Path, midtrain: Path) -> int:
 
 
 def synthesize_step(ctx: RunContext, state: State | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Full: generate `synthetic.target` dialogues. Refresh: carry `latest`'s dialogues, generate the shortfall.
+    """Full: attempt `synthetic.target` dialogues. Refresh: carry `latest`'s dialogues and attempt only what
+    earlier runs of this corpus have not: `synthetic.target` minus the dialogues attempted so far.
 
-    Each top-up round uses seed + round number, so its scenarios are new ones rather than the first round's
-    again. Returns (stage summary, the synthetic record for the state store).
+    Attempted, not accepted: topping accepted dialogues up to the target would regenerate up to the whole
+    target every night when the model's dialogues mostly fail validation (with the tiny default model, every
+    one does). Raise `synthetic.target` to add more. Each top-up round uses seed + round number, so its
+    scenarios are new ones rather than the first round's again. Returns (stage summary, the synthetic record
+    for the state store).
     """
     from pipelines.synthesize import run_synthesize
 
@@ -240,11 +244,19 @@ def synthesize_step(ctx: RunContext, state: State | None) -> tuple[dict[str, Any
     previous = dict(state.synthetic) if (state is not None and ctx.mode == "refresh") else {}
     rounds, attempted = int(previous.get("rounds", 0)), int(previous.get("attempted", 0))
     carried = carry_dialogues(ctx.out, ctx.staging / "midtrain") if ctx.mode == "refresh" else 0
-    shortfall = max(0, settings.target - carried)
-    base = {"carried": carried, "target": settings.target}
+    shortfall = max(0, settings.target - max(carried, attempted))
+    # `target` is what this run attempts (the stats' per-chunk estimates use it), `configured_target` the setting
+    base = {"carried": carried, "configured_target": settings.target}
     if not settings.enabled or shortfall == 0:
-        reason = "synthetic.enabled is false" if not settings.enabled else "target reached"
-        summary = {"enabled": settings.enabled, "attempted": 0, "accepted": 0, "reason": reason, **base}
+        reason = "synthetic.enabled is false" if not settings.enabled else "target already attempted"
+        summary = {
+            "enabled": settings.enabled,
+            "attempted": 0,
+            "accepted": 0,
+            "target": 0,
+            "reason": reason,
+            **base,
+        }
     else:
         update = {"target": shortfall, "seed": settings.seed + rounds}
         sub = ctx.config.model_copy(update={"synthetic": settings.model_copy(update=update)})

@@ -214,14 +214,14 @@ def test_refresh_carries_dialogues_and_tops_up_only_the_shortfall(world):
     server = DialogueServer()
     try:
 
-        def synthetic(target: int) -> list[str]:
+        def synthetic(target: int, min_score: float = 0.0) -> list[str]:
             return world["overrides"](
                 "synthetic.enabled=true",
                 "synthetic.engine=openai",
                 "synthetic.model=test-model",
                 f"synthetic.target={target}",
                 "synthetic.chunk_size=2",
-                "synthetic.min_score=0",
+                f"synthetic.min_score={min_score}",
                 f"synthetic.openai.base_url={server.base_url}",
             )
 
@@ -242,6 +242,14 @@ def test_refresh_carries_dialogues_and_tops_up_only_the_shortfall(world):
             and second["dialogues_added"] == 2
             and second["dialogues_total"] == 5
         )
+
+        # a model whose dialogues all fail validation: the target counts attempts, so the missing 2 are
+        # attempted once, not again every night (that would burn the GPUs on every refresh)
+        for night, name in enumerate(["d.jsonl", "e.jsonl"]):
+            write_shard(new / name, list(range(300 + 10 * night, 303 + 10 * night)))
+            rejected = summary_of(corpus("refresh", synthetic(7, min_score=1.0)))
+            assert rejected["dialogues_added"] == 0 and rejected["dialogues_total"] == 5
+        assert server.requests == 7
     finally:
         server.close()
     v2 = pq.read_table(out / "versions" / "v2" / "midtrain")
@@ -250,7 +258,7 @@ def test_refresh_carries_dialogues_and_tops_up_only_the_shortfall(world):
     ids = v3.column("id").to_pylist()
     assert len(set(ids)) == 5 and set(v2.column("id").to_pylist()) <= set(ids), "v2's dialogues are carried"
     assert any(p.name.startswith("carry-v2-") for p in (out / "versions" / "v3" / "midtrain").iterdir())
-    assert state_of(out)["synthetic"] == {"rounds": 2, "attempted": 5}
+    assert state_of(out)["synthetic"] == {"rounds": 3, "attempted": 7}
     assert "ok" in verify_ok(out, every=True)
 
 
