@@ -54,19 +54,28 @@ def _run_rank_payload(payload: bytes, rank: int) -> str:
     return stats.to_json() if isinstance(stats, PipelineStats) else "[]"
 
 
-def _slots(client: Client) -> int:
+def _slots(client: Client, resources: dict[str, float] | None = None) -> int:
     """Ranks to keep in flight: one per worker thread the cluster has now (read again at every refill, so a
-    cluster that grows, like SLURM jobs starting, gets more).
+    cluster that grows, like SLURM jobs starting, gets more), counting only the ranks each worker's Dask
+    resources can hold at once when the ranks request some (`{"GPU": 1}`: one per GPU, not per CPU thread).
 
     Why not submit every rank: ranks beyond the free threads wait in a worker's queue, and when that worker
     dies (OOM, SIGKILL) Dask charges them with the death too: a rank that never started came back as
-    KilledWorker and was reported failed, with a log that does not exist.
+    KilledWorker and was reported failed, with a log that does not exist. Dask queues resource-restricted
+    tasks on the workers, not on the scheduler, so counting CPU threads for GPU ranks would do exactly that.
     """
     try:
         workers = client.scheduler_info()["workers"].values()
     except Exception:  # scheduler unreachable: the submit that follows will say so
         return 1
-    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+    total = 0
+    for worker in workers:
+        fits = int(worker.get("nthreads", 1))
+        for name, amount in (resources or {}).items():
+            if amount > 0:
+                fits = min(fits, int(float((worker.get("resources") or {}).get(name, 0)) // amount))
+        total += fits
+    return max(1, total)
 
 
 class DaskPipelineExecutor(PipelineExecutor):
@@ -233,7 +242,7 @@ class DaskPipelineExecutor(PipelineExecutor):
             nonlocal slots, counted_at
             # the worker list is one scheduler round trip: read it every 5 s, not after every rank
             if time.monotonic() - counted_at > 5:
-                slots, counted_at = _slots(client), time.monotonic()
+                slots, counted_at = _slots(client, self.resources), time.monotonic()
             while pending and len(in_flight) < min(self.workers, slots):
                 rank = pending.pop(0)
                 future = submit(rank)
@@ -280,8 +289,18 @@ class DaskPipelineExecutor(PipelineExecutor):
         for rank in range(self.world_size):
             path = f"stats/{rank:05d}.json"
             if self.logging_dir.isfile(path):
-                with self.logging_dir.open(path, "r") as f:
-                    total += PipelineStats.from_json(json.load(f))
+                try:
+                    with self.logging_dir.open(path, "r") as f:
+                        total += PipelineStats.from_json(json.load(f))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # datatrove writes it without fsync or rename, so a power cut can leave it torn after the
+                    # rank's output is complete. The output is what counts: rerunning the rank could undo
+                    # what later steps did to it (finalize's cross-rank dedup), and failing here would block
+                    # the stage on every rerun. So its counts are left out, loudly.
+                    logger.warning(
+                        f"{self.name}: {self.logging_dir.path}/{path} is unreadable ({type(exc).__name__}: "
+                        f"{exc}); rank {rank}'s counts are missing from stats.json (its output is complete)"
+                    )
         with self.logging_dir.open("stats.json", "wt") as f:
             total.save_to_disk(f)
         return total

@@ -315,3 +315,53 @@ def test_a_dying_worker_fails_only_the_rank_that_killed_it(tmp_path):
             executor.run()
     assert list(info.value.failures) == [0] and "KilledWorker" in info.value.failures[0]
     assert all((tmp_path / f"started-{rank}").read_text() == "x" for rank in (1, 2, 3))
+
+
+def test_a_torn_stats_file_leaves_its_counts_out_instead_of_blocking_the_stage(dask_client, tmp_path):
+    """datatrove writes stats/NNNNN.json without fsync: after a power cut a complete rank can have an empty one.
+    Every rerun used to die on a bare JSONDecodeError naming no file."""
+    total = write_inputs(tmp_path / "in", 2)
+
+    def make():
+        return DaskPipelineExecutor(
+            [JsonlReader(str(tmp_path / "in")), ParquetWriter(str(tmp_path / "out"))],
+            tasks=2,
+            logging_dir=str(tmp_path / "logs"),
+            client=dask_client,
+            progress=False,
+        )
+
+    make().run()
+    (tmp_path / "logs" / "stats" / "00000.json").write_text("")
+    make().run()
+    merged = json.loads((tmp_path / "logs" / "stats.json").read_text())
+    reader = next(s for s in merged if "Jsonl" in s["name"])
+    assert reader["stats"]["documents"]["total"] == total // 2  # rank 1's counts only
+    assert len(output_ids(tmp_path / "out")) == total  # the output is whole
+
+
+def test_ranks_that_request_resources_count_only_the_workers_that_have_them():
+    """GPU ranks must not queue on a GPU worker's CPU threads (a vLLM OOM would take the queued ranks along)."""
+    from distributed import Client, LocalCluster, Worker
+
+    from pipelines.executor import _slots
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        workers = [
+            client.sync(Worker, cluster.scheduler_address, nthreads=3, resources={"GPU": 1}),
+            client.sync(Worker, cluster.scheduler_address, nthreads=2, resources={"GPU": 2}),
+            client.sync(Worker, cluster.scheduler_address, nthreads=4),
+        ]
+        try:
+            client.wait_for_workers(3)
+            assert _slots(client) == 9
+            assert (
+                _slots(client, {"GPU": 1}) == 3
+            )  # 1 on the first worker, 2 on the second, none on the CPU one
+            assert _slots(client, {"GPU": 2}) == 1
+        finally:
+            for worker in workers:
+                client.sync(worker.close)
