@@ -196,11 +196,14 @@ def _wait_for_slurm(client: Client, slurm: SlurmConfig) -> None:
 def visible_devices(worker_name: object, visible: str | None, per_worker: int) -> str:
     """The CUDA_VISIBLE_DEVICES of one worker: its own `per_worker` devices of what the host (or SLURM job)
     shows, chosen by the worker's index on the host (LocalCluster names workers 0, 1, ...; `dask worker
-    --nworkers N` names them NAME-0 ... NAME-(N-1))."""
+    --nworkers N` names them NAME-0 ... NAME-(N-1)). When the host shows exactly one worker's share (a SLURM job
+    with one GPU worker, named SLURMCluster-<job> without an index), that share is the worker's."""
     text = str(worker_name)
+    devices = visible.split(",") if visible else [str(i) for i in range(64)]
+    if visible and len(devices) == per_worker:
+        return ",".join(devices)
     tail = text.rsplit("-", 1)[-1]
     index = int(tail) if tail.isdigit() else 0
-    devices = visible.split(",") if visible else [str(i) for i in range(64)]
     mine = devices[index * per_worker : (index + 1) * per_worker]
     if len(mine) < per_worker:
         raise RuntimeError(
@@ -226,9 +229,3 @@ class PinGPUs(WorkerPlugin):
         # what the host showed before any pinning (setup may run again in the same process)
         visible = os.environ.setdefault(HOST_DEVICES, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(worker.name, visible or None, self.per_worker)
-
-
-def has_gpu_workers(client: Client) -> bool:
-    """True when any worker advertises a GPU resource; GPU stages then request `resources={'GPU': 1}`."""
-    info = client.scheduler_info(n_workers=-1)
-    return any(w.get("resources", {}).get("GPU", 0) > 0 for w in info.get("workers", {}).values())

@@ -6,8 +6,8 @@ Two phases:
    dialogues). Each rank rebuilds its scenarios from (seed, index), sends every prompt of the chunk to the
    worker's engine in one batch (vLLM is loaded once per worker process and reused by later ranks), runs the
    per-dialogue checks and writes *every attempt*, accepted or rejected with its reasons, to
-   `work/<run>/synthesize/v-<settings hash>/chunks/chunk-NNNNN.parquet`. Ranks request `resources={"GPU": 1}` when the cluster
-   advertises GPUs. Completed chunks are skipped on rerun, and a request cache
+   `work/<run>/synthesize/v-<settings hash>/chunks/chunk-NNNNN.parquet`. Ranks request `resources={"GPU": tensor_parallel_size}`
+   when the cluster advertises GPUs (`task_resources`). Completed chunks are skipped on rerun, and a request cache
    (`synthesize/cache/`, keyed by request content) means a retried rank sends only the requests it has no
    completion for.
 2. **Finalize** (on the client, in scenario order so the result never depends on which task finished first):
