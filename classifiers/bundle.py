@@ -213,10 +213,10 @@ class Bundle:
         self.models = models
         self.version: str = manifest["version"]
         self.dimensions: list[str] = list(manifest["dimensions"])
-        scoring = manifest.get("scoring", {})
+        scoring = manifest.get("scoring") or {}  # null means "not given", as read_manifest checks it
         self.chunk_words: int = int(scoring.get("chunk_words", 150))
         self.max_chunks: int = int(scoring.get("max_chunks", 64))
-        self.aggregation: dict[str, Any] = dict(scoring.get("aggregation", {"method": "mean"}))
+        self.aggregation: dict[str, Any] = dict(scoring.get("aggregation") or {"method": "mean"})
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, version={self.version!r}, dimensions={self.dimensions})"

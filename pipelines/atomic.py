@@ -79,7 +79,8 @@ def commit(temp: str | os.PathLike, final: str | os.PathLike) -> None:
 
 
 def commit_dir(temp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Durably rename a filled temp folder to `final`; fails if `final` exists (folders are never replaced)."""
+    """Durably rename a filled temp folder to `final`; fails if `final` exists and is not empty (POSIX rename
+    replaces an empty folder; callers that must not replace one check first)."""
     sync_tree(temp)
     os.rename(temp, final)
     fsync_dir(os.path.dirname(os.path.abspath(final)))

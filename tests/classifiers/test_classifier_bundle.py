@@ -148,6 +148,20 @@ def test_scoring_settings_are_checked_at_load(tiny_bundle_path, tmp_path, scorin
         load_bundle(copy)
 
 
+@pytest.mark.parametrize("scoring", [None, {"aggregation": None}])
+def test_null_scoring_settings_mean_the_defaults(tiny_bundle_path, tmp_path, scoring):
+    """read_manifest accepts null as "not given"; loading must then agree instead of crashing on None."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["scoring"] = scoring
+    manifest["version"] = manifest_version(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(copy)
+    assert bundle.aggregation == {"method": "mean"} and bundle.chunk_words == 150
+    assert len(bundle.score(["a kind word " * 400])["care"]) == 1
+
+
 def test_a_model_with_other_labels_is_refused(tiny_bundle_path, tmp_path):
     """A model with the right checksum but other labels (say, language ID) would score silently wrong."""
     from classifiers.bundle import sha256_file
