@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -238,13 +239,23 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any) 
 
 
 def list_parquet(folder: str | os.PathLike) -> list[str]:
-    """Complete Parquet files of a folder, sorted (hidden temp files never match `*.parquet`)."""
+    """Complete Parquet files of a folder (any fsspec URL), sorted; [] when it is not a folder.
+
+    The one listing every stage uses: hidden temp files of a crashed writer (`.name.tmp-*`) are skipped, and
+    the folder is listed, not globbed, so a name with glob characters ("run[1]") is not read as a pattern.
+    Local folders keep the form they were given in (relative stays relative).
+    """
     fs, path = fsspec.core.url_to_fs(str(folder))
     path = path.rstrip("/")
     if not fs.isdir(path):
         return []
-    # listed, not globbed: a folder name with glob characters ("run[1]") must not read as a pattern
     names = (
         e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=True) if e["type"] == "file"
     )
-    return sorted(f"{path}/{n}" for n in names if n.endswith(".parquet") and not n.startswith("."))
+    base = os.fspath(folder).rstrip("/") if is_local(fs) else path
+    return sorted(f"{base}/{n}" for n in names if n.endswith(".parquet") and not n.startswith("."))
+
+
+def parquet_paths(folder: str | os.PathLike) -> list[Path]:
+    """`list_parquet` of a local folder, as Paths."""
+    return [Path(p) for p in list_parquet(folder)]

@@ -9,7 +9,7 @@ Five datatrove pipelines, chained with `depends=` so that a rerun resumes at the
 5. index (one rank per band) - datatrove's `MinhashBuildIndex` over this run's signatures.
 
 The index of step 5 is *staged* under the stage folder. It becomes the published corpus's index only when
-`commit_index` copies it to `OUT/state/minhash_index/` after the version is published, so that a run that
+`commit_index` copies it to `OUT/state/minhash/<generation>/` after the version is published, so that a run that
 fails before publishing never makes a refresh drop documents that were never published.
 """
 
@@ -31,10 +31,11 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.utils.logging import logger
 
-from pipelines.atomic import copy_atomic, write_json_atomic
+from pipelines.atomic import copy_atomic, write_json_atomic, write_text_atomic
 from pipelines.dedup.settings import DedupConfig
 from pipelines.dedup.steps import PriorityCluster, PrioritySignature, RecordClusterSize, ScoredParquetWriter
 from pipelines.executor import DaskPipelineExecutor
+from pipelines.parquet import parquet_paths
 
 if TYPE_CHECKING:
     from pipelines.context import RunContext
@@ -72,11 +73,10 @@ def _index_identity(cfg: DedupConfig) -> dict[str, Any]:
 
 
 def list_parquet(folder: str | Path) -> list[Path]:
-    """Complete Parquet files of a folder (temp files of a crashed writer start with '.' and are skipped)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Complete Parquet files of a folder (`pipelines.parquet.list_parquet`); a missing folder is an error here."""
+    if not Path(folder).is_dir():
         raise DedupError(f"{folder}: scored Parquet folder not found")
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    return parquet_paths(folder)
 
 
 def scored_schema(files: list[Path]) -> pa.Schema:
@@ -125,10 +125,13 @@ def minhash_pipelines(
     mh = minhash_config(cfg)
     files = list_parquet(input_dir)
     tasks = max(1, min(cfg.tasks or len(files), len(files)))
+    # the readers take this listing, not a glob: datatrove would read a folder named "out[v2]" as a pattern
+    # (and find nothing), and both readers must see the same files for their document indices to line up
+    paths_file = write_text_atomic(work / "input_files.txt", "".join(f"{p.name}\n" for p in files))
 
     def reader() -> ParquetReader:
         r = ParquetReader(
-            str(input_dir), glob_pattern="*.parquet", recursive=False, text_key="text", id_key="id"
+            str(input_dir), paths_file=paths_file, recursive=False, text_key="text", id_key="id"
         )
         r.add_file_path = False  # keep only the scored columns in metadata
         return r

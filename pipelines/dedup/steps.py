@@ -151,7 +151,8 @@ class PriorityCluster(MinhashDedupCluster):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
         if world_size != 1:
             raise ValueError("PriorityCluster runs as a single task (world_size=1)")
-        dup_files = self.input_folder.list_files(glob_pattern="*.dups")
+        # listed, not globbed: datatrove's glob reads a folder named "out[v2]" as a pattern and finds nothing
+        dup_files = [f for f in self.input_folder.list_files(recursive=False) if f.endswith(".dups")]
         if len(dup_files) % self.config.num_buckets:
             raise ValueError(
                 f"{self.input_folder.path}: {len(dup_files)} .dups files is not a multiple of "

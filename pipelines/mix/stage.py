@@ -18,6 +18,7 @@ count. The primary profile writes `<staging>/pretrain/`, others `<staging>/pretr
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -49,7 +50,7 @@ from pipelines.mix.copies import (
 )
 from pipelines.mix.settings import MixConfig
 from pipelines.mix.solver import solve_factors
-from pipelines.parquet import write_table_atomic
+from pipelines.parquet import parquet_paths, write_table_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -68,6 +69,12 @@ class MixError(ValueError):
 
 
 # -- inputs -------------------------------------------------------------------------------------------------
+def read_scored(files: list[Path], cfg: MixConfig, columns: list[str] | None = None) -> dd.DataFrame:
+    """The scored files as one Dask DataFrame. Dask expands each path as a glob pattern, so the paths are
+    escaped: OUT=/data/out[v2] must not be read as "out" followed by one of the characters v, 2."""
+    return dd.read_parquet([glob.escape(str(f)) for f in files], columns=columns, blocksize=cfg.blocksize)
+
+
 def list_inputs(inputs: str | Path | list[str | Path]) -> list[Path]:
     """Complete `*.parquet` files of the given folders/files, sorted (temp files start with '.')."""
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
@@ -75,7 +82,7 @@ def list_inputs(inputs: str | Path | list[str | Path]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+            files += parquet_paths(path)
         elif path.is_file():
             files.append(path)
         else:
@@ -147,7 +154,7 @@ def resolve_quantile_tiers(
     if not pending:
         return profiles
     columns = ["id", *sorted({f"ps_{d}" for p in pending for d in p.dimensions})]
-    ddf = dd.read_parquet([str(f) for f in files], columns=columns, blocksize=cfg.blocksize)
+    ddf = read_scored(files, cfg, columns)
     histogram = dask.delayed(score_histograms, pure=True)
     merged = _tree_merge([histogram(part, pending) for part in ddf.to_delayed()])
     hists = client.compute(merged).result() if client is not None else merged.compute()
@@ -179,7 +186,7 @@ def _tree_merge(parts: list[Any], fan_in: int = 8) -> Any:
 
 def collect_stats(files: list[Path], profiles: list[Profile], cfg: MixConfig, client: Client | None) -> dict:
     columns = ["id", "token_count", *sorted({f"ps_{d}" for p in profiles for d in p.dimensions})]
-    ddf = dd.read_parquet([str(f) for f in files], columns=columns, blocksize=cfg.blocksize)
+    ddf = read_scored(files, cfg, columns)
     stats = dask.delayed(partition_stats, pure=True)
     parts = [stats(part, profiles, cfg.seed) for part in ddf.to_delayed()]
     merged = _tree_merge(parts)
@@ -242,7 +249,7 @@ def materialise(
     files: list[Path], plan: CopyPlan, schema: pa.Schema, folder: Path, cfg: MixConfig, client: Client | None
 ) -> list[dict[str, Any]]:
     """Write the plan's copies into `folder` (replaced atomically as a whole); return per-shard counts."""
-    ddf = dd.read_parquet([str(f) for f in files], blocksize=cfg.blocksize)
+    ddf = read_scored(files, cfg)
     meta = explode(ddf._meta, plan)
     exploded = ddf.map_partitions(explode, plan, meta=meta)
     divisions = list(range(plan.shards)) + [plan.shards - 1]

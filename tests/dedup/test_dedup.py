@@ -211,3 +211,15 @@ def test_a_compacted_index_dedups_like_the_files_it_merged(deduped, tmp_path):
         compact_index(index, max_files=1, name="gen-6")
     with pytest.raises(StateError, match="cannot build MinHash index generation g6: .* not a whole number"):
         _build_index(store, "g6", index, None, 1)
+
+
+def test_folder_names_with_glob_characters_are_read_literally(tmp_path, dask_client):
+    """datatrove's reader globbed `<folder>/*.parquet`, so OUT=/data/out[v2] failed after curate had finished."""
+    rng = np.random.default_rng(3)
+    texts = random_texts(30, rng, 60, 80)
+    texts[1] = texts[0]
+    write_scored(tmp_path / "scored[1]", make_scored_table(30, seed=2, texts=texts), files=2)
+    ctx = RunContext(config=CorpusConfig(out=tmp_path / "out[v2]"), client=dask_client, run_id="run-glob")
+    ctx.results["curate"] = {"output_dir": str(tmp_path / "scored[1]")}
+    result = run_dedup(ctx)
+    assert result["removed"] == 1 and _read(result["output_dir"]).num_rows == 29

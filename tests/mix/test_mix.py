@@ -345,3 +345,11 @@ def test_a_tier_needs_exactly_one_threshold(tmp_path):
     )
     with pytest.raises(ProfileError, match=r"p\.yaml.*exactly one of min_score and min_quantile"):
         load_profile(str(path))
+
+
+def test_folder_names_with_glob_characters_are_read_literally(dask_client, tmp_path):
+    """Dask expands every listed path as a glob: OUT=/data/out[v2] read nothing, then failed on its columns."""
+    write_scored(tmp_path / "in[1]", make_scored_table(40, seed=4), files=2)
+    summary = mix_scored(tmp_path / "in[1]", tmp_path / "out[v2]", ["default"], MixConfig(), dask_client)
+    assert summary["documents_in"] == 40
+    assert sum(pq.read_metadata(f).num_rows for f in (tmp_path / "out[v2]" / "pretrain").glob("*.parquet")) > 0
