@@ -54,28 +54,54 @@ def decode_html(data: bytes, declared: str | None = None) -> tuple[str, str | No
 
     `declared` is the HTTP charset; a `<meta charset>` in the first 4 KB is used when it is absent.
     """
-    codec = _codec(declared) or _codec(sniff_meta_charset(data))
-    if codec is not None and codec.startswith(("utf-16", "utf-32")) and _not_wide(data):
+    return _decode(data, _codec(declared) or _codec(sniff_meta_charset(data)))
+
+
+def decode_text(data: bytes, declared: str | None = None) -> tuple[str, str | None]:
+    """Text of a `text/plain` payload: as `decode_html`, minus the `<meta>` sniffing (plain text has none).
+
+    Why not UTF-8 only: an HTTP `charset=iso-8859-1` on plain text is as common (and as often true) as on HTML.
+    """
+    return _decode(data, _codec(declared))
+
+
+def _decode(data: bytes, codec: str | None) -> tuple[str, str | None]:
+    """Decode with the (HTML5-mapped) label `codec`, repairing the label's lies and stray invalid bytes."""
+    if codec is None:
+        return _decode_unlabelled(data)
+    if codec.startswith(("utf-16", "utf-32")) and _not_wide(data):
         text, problem = _decode_unlabelled(data)
         return text, problem or MISLABELLED
-    if codec is not None:
+    single = codec != "utf-8" and _is_single_byte(codec)
+    if single and not data.isascii():
         try:
-            text = data.decode(codec)
+            return data.decode("utf-8"), MISLABELLED  # iso-8859-1 label on UTF-8 bytes
         except UnicodeDecodeError:
-            text = None
-        if text is not None:
-            if codec != "utf-8" and _is_single_byte(codec) and not data.isascii():
-                try:
-                    return data.decode("utf-8"), MISLABELLED  # iso-8859-1 label on UTF-8 bytes
-                except UnicodeDecodeError:
-                    pass
-            return text, None
-        detected = _codec(detect_encoding(data)) or "utf-8"
-        try:
-            return data.decode(detected), MISLABELLED
-        except UnicodeDecodeError:
-            return data.decode("utf-8", errors="replace"), INVALID_BYTES
-    return _decode_unlabelled(data)
+            pass
+    try:
+        return data.decode(codec), None
+    except UnicodeDecodeError:
+        pass
+    if single:
+        # A single-byte codec rejects only the bytes it leaves undefined (Python's cp1252: 0x81 0x8D 0x8F 0x90
+        # 0x9D, which WHATWG maps to C1 controls): one stray byte must cost itself, not every accent of the page.
+        return data.decode(codec, errors="replace"), INVALID_BYTES
+    detected = _codec(detect_encoding(data)) or "utf-8"
+    try:
+        return data.decode(detected), MISLABELLED
+    except UnicodeDecodeError:
+        return _least_damaged(data, (codec, detected, "utf-8")), INVALID_BYTES
+
+
+def _least_damaged(data: bytes, candidates: tuple[str, ...]) -> str:
+    """`data` decoded with errors="replace" by the candidate codec that replaces the fewest characters (the
+    first on a tie): bytes no candidate decodes cleanly are lost one by one, not the whole page's accents."""
+    best: str | None = None
+    for codec in dict.fromkeys(candidates):
+        text = data.decode(codec, errors="replace")
+        if best is None or text.count("\ufffd") < best.count("\ufffd"):
+            best = text
+    return best
 
 
 def _not_wide(data: bytes) -> bool:
@@ -97,7 +123,7 @@ def _decode_unlabelled(data: bytes) -> tuple[str, str | None]:
     try:
         return data.decode(detected), None
     except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace"), INVALID_BYTES
+        return _least_damaged(data, (detected, "utf-8")), INVALID_BYTES
 
 
 def decode_utf8(data: bytes) -> tuple[str, str | None]:

@@ -10,6 +10,9 @@ What is changed from datatrove, and why:
   `gopher_quality.stop_words`), so German pages are not dropped for lacking "the".
 - Every drop reason carries its filter's prefix (`gopher_*`, `gopher_repetition_*`, `c4_*`, `fineweb_*`),
   so the counts say which rule fired.
+- A last step drops documents the filters left without text (`empty_after_cleaning`): C4's line cleaning can
+  remove every line and still keep the document, which then got constant scores, and the dedup stage's
+  datatrove reader skipped it silently (counted there as a near-duplicate removal).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
     LanguageFilter,
 )
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.lid import FT176LID
 from datatrove.utils.text import TERMINAL_PUNCTUATION
@@ -148,6 +152,16 @@ class FineWebFilter(_Prefixed, FineWebQualityFilter):
     reason_prefix = "fineweb_"
 
 
+class EmptyTextFilter(BaseFilter):
+    """Drop documents whose text is empty or whitespace after the filters cleaned it (`empty_after_cleaning`)."""
+
+    name = "🕳 Empty after cleaning"
+    reason = "empty_after_cleaning"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return True if doc.text.strip() else (False, self.reason)
+
+
 def quality_steps(
     gopher_repetition: GopherRepetitionSettings,
     gopher_quality: GopherQualitySettings,
@@ -155,7 +169,8 @@ def quality_steps(
     fineweb: FineWebSettings,
     exclusion: callable | None = None,
 ) -> list:
-    """The enabled quality filters in FineWeb's order: Gopher repetition, Gopher quality, C4, FineWeb.
+    """The enabled quality filters in FineWeb's order: Gopher repetition, Gopher quality, C4, FineWeb, then
+    the `EmptyTextFilter` (always: the steps after it, scoring and writing, need text).
 
     `exclusion(step_name)` returns an exclusion writer for that step (or None).
     """
@@ -190,4 +205,5 @@ def quality_steps(
     if fineweb.enabled:
         f = fineweb.model_dump(exclude={"enabled"})
         steps.append(FineWebFilter(exclusion_writer=excl("fineweb"), language=tok, **f))
+    steps.append(EmptyTextFilter(exclusion_writer=excl(EmptyTextFilter.reason)))
     return steps

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.atomic import atomic_path, write_json_atomic
+from pipelines.atomic import atomic_path, fsync_dir, write_json_atomic
 from pipelines.curate.output import counts_name, hashes_name, shard_name
-from pipelines.parquet import write_table_atomic
+from pipelines.parquet import AtomicParquetWriter, write_table_atomic
 
 COUNTS_SCHEMA = pa.schema(
     [
@@ -118,6 +118,41 @@ def _write_excluded(path: Path, table: pa.Table) -> None:
             f.write(json.dumps(row, default=str) + "\n")
 
 
+def _rewrite_without(source: Path, target: Path, duplicate_rows: pa.Array) -> pa.Table:
+    """Write `source` minus `duplicate_rows` to `target` one row group at a time; return the removed rows.
+
+    Why row group by row group: each kept group keeps the layout the rank's writer gave it (`row_group_rows`
+    rows, or fewer under its byte cap), so a rewritten shard reads like an untouched one, and the driver holds
+    one row group, not a whole shard. No target is written when nothing is kept.
+    """
+    with pq.ParquetFile(source) as parquet:
+        meta, schema = parquet.metadata, parquet.schema_arrow
+        group_rows = max((meta.row_group(i).num_rows for i in range(meta.num_row_groups)), default=1)
+        removed: list[pa.Table] = []
+        first = 0
+        writer = None
+        try:
+            for group in range(meta.num_row_groups):
+                table = parquet.read_row_group(group)
+                rows = pa.array(range(first, first + table.num_rows), pa.int64())
+                first += table.num_rows
+                mask = pc.invert(pc.is_in(rows, value_set=duplicate_rows))
+                removed.append(table.filter(pc.invert(mask)))
+                table = table.filter(mask)
+                if not table.num_rows:
+                    continue
+                if writer is None:
+                    writer = AtomicParquetWriter(target, schema, row_group_rows=max(group_rows, 1))
+                writer.write_table(table)  # one row group: never more rows than the writer's row_group_rows
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    if writer is not None:
+        writer.close()
+    return pa.concat_tables(removed) if removed else schema.empty_table()
+
+
 def finalize_rank(
     stage: Path, rank: int, duplicate_rows: pa.Array | None, exclusions: bool
 ) -> dict[str, Any]:
@@ -133,17 +168,13 @@ def finalize_rank(
         output_dir.mkdir(parents=True, exist_ok=True)
         rows = pq.ParquetFile(source).metadata.num_rows
         if removed:
-            table = pq.read_table(source)
-            mask = pc.invert(pc.is_in(pa.array(range(table.num_rows), pa.int64()), value_set=duplicate_rows))
+            dropped = _rewrite_without(source, target, duplicate_rows)
             if exclusions:
-                dropped = table.filter(pc.invert(mask))
                 _write_excluded(stage / "excluded" / "exact_dedup_cross" / f"{rank:05d}.jsonl.gz", dropped)
-            table = table.filter(mask)
-            if table.num_rows:
-                write_table_atomic(table, target, row_group_rows=max(table.num_rows, 1))
             os.remove(source)
         elif rows:
             os.replace(source, target)
+            fsync_dir(output_dir)  # the move must be on disk before counts/<rank>.json says the shard is done
         else:
             os.remove(source)  # an empty shard is not published
     if removed:

@@ -27,9 +27,9 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 
 from classifiers.normalize import has_lone_surrogates, without_surrogates
-from pipelines.curate.charset import INVALID_UTF8, decode_html, decode_utf8
+from pipelines.curate.charset import INVALID_UTF8, decode_html, decode_text, decode_utf8
 from pipelines.curate.exclusions import exclusion_writer
-from pipelines.curate.http import HttpError, parse_response
+from pipelines.curate.http import HttpError, HttpResponse, parse_response
 from pipelines.curate.inputs import Plan, WorkUnit
 from pipelines.curate.settings import ReadSettings
 from pipelines.curate.streams import (
@@ -448,13 +448,17 @@ class CurateReader(PipelineStep):
             body, content_type, charset = response.body, response.content_type, response.charset
         else:
             body = block
-            content_type = (record.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-            charset = None
+            # the record's own Content-Type, parsed as an HTTP one (a resource record may name its charset)
+            header = HttpResponse(0, {"content-type": record.headers.get("Content-Type") or ""}, b"")
+            content_type, charset = header.content_type, header.charset
             if not body.strip():
                 self._drop("no_payload", path, offset, "record has no payload")
                 return None
-        if kind_of == WarcRecordType.conversion or content_type in TEXT_TYPES:
+        if kind_of == WarcRecordType.conversion:  # WET: UTF-8 by definition
             text, problem = decode_utf8(body)
+            kind = "text"
+        elif content_type in TEXT_TYPES:  # the declared charset, or what the bytes look like (as for HTML)
+            text, problem = decode_text(body, charset)
             kind = "text"
         elif content_type in HTML_TYPES:
             text, problem = decode_html(body, charset)
@@ -534,7 +538,7 @@ class CurateReader(PipelineStep):
                 doc = self._json_line(line, unit.path, line_offset)
                 if doc is not None:
                     yield doc
-            if lines == 0 and not unit.split and offset == 0 and not failed:
+            if lines == 0 and not unit.split and not failed:  # no bytes, or only blank lines
                 self._file_error("empty_file", unit.path, 0, "empty file (expected JSON Lines)")
 
     def _json_line(self, line: bytes, path: str, offset: int) -> Document | None:

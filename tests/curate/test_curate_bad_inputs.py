@@ -355,6 +355,75 @@ def test_correctly_labelled_charset_is_not_a_repair(tmp_path):
     assert not any(k.startswith("repaired_") for k in counters(reader))
 
 
+@pytest.mark.parametrize(
+    ("declared", "encoding", "text"),
+    [
+        ("iso-8859-1", "latin-1", "Un café crème, s'il vous plaît. Très bien, merci à vous."),
+        ("windows-1252", "cp1252", "Crème brûlée für Gäste – “quoted”."),
+        ("koi8-r", "koi8-r", "Добрый день, соседи. Спасибо за помощь."),
+    ],
+)
+def test_text_plain_response_is_decoded_with_its_declared_charset(tmp_path, declared, encoding, text):
+    """text/plain bodies were always read as UTF-8: every accent became U+FFFD, counted as invalid UTF-8."""
+    body = f"{text}\n{prose(2)}".encode(encoding)
+    path = write_warc(
+        tmp_path / "tp.warc.gz",
+        [warc_record(http_response(body, f"text/plain; charset={declared}"), url="https://e.org/a.txt")],
+    )
+    docs, reader = read_reader([path])
+    assert len(docs) == 1 and docs[0].text.startswith(text) and docs[0].metadata["kind"] == "text"
+    assert "\ufffd" not in docs[0].text
+    assert not any(k.startswith("repaired_") for k in counters(reader))
+
+
+def test_text_plain_response_with_a_utf8_charset_and_wrong_bytes_is_still_repaired(tmp_path):
+    body = "Crème brûlée für Gäste. ".encode("cp1252") + prose(3).encode()
+    path = write_warc(
+        tmp_path / "tp.warc.gz", [warc_record(http_response(body, "text/plain; charset=utf-8"))]
+    )
+    docs, reader = read_reader([path])
+    assert docs[0].text.startswith("Crème brûlée für Gäste.")
+    assert counters(reader)["repaired_mislabelled_charset"] == 1
+
+
+PAGE = "<html><body><p>Café crème à la française, très jolie. Ünïcödé</p></body></html>"
+
+
+@pytest.mark.parametrize("stray", [b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d"])
+@pytest.mark.parametrize(
+    ("declared", "prefix"),
+    [
+        ("iso-8859-1", ""),
+        ("windows-1252", ""),
+        (None, ""),
+        (None, '<meta charset="windows-1252">'),
+        ("utf-8", ""),
+    ],
+)
+def test_a_byte_undefined_in_cp1252_costs_only_itself(declared, prefix, stray):
+    """Python's cp1252 rejects the five bytes WHATWG maps to C1 controls; one of them made the whole
+    windows-1252 page fall back to UTF-8, turning every accent into U+FFFD."""
+    from pipelines.curate.charset import INVALID_BYTES, decode_html
+
+    page = prefix + PAGE
+    cut = page.index("à")  # single-byte: the same index in bytes and characters
+    data = page.encode("cp1252")
+    text, problem = decode_html(data[:cut] + stray + data[cut:], declared)
+    assert text == page[:cut] + "\ufffd" + page[cut:]
+    assert problem == INVALID_BYTES
+
+
+def test_a_stray_cp1252_byte_in_a_warc_page_is_counted_once(tmp_path):
+    body = html_page("Crème brûlée für Gäste. " + prose(4), charset_meta=None).encode("cp1252")
+    body = body.replace(b"</body>", b"\x81</body>")
+    path = write_warc(
+        tmp_path / "s.warc.gz", [warc_record(http_response(body, "text/html; charset=iso-8859-1"))]
+    )
+    docs, reader = read_reader([path])
+    assert "Crème brûlée für Gäste" in docs[0].text and docs[0].text.count("\ufffd") == 1
+    assert counters(reader)["repaired_invalid_bytes"] == 1
+
+
 # -- empty files -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["e.jsonl", "e.jsonl.gz", "e.warc.gz", "e.warc", "e.html", "e.parquet"])
 def test_empty_files(tmp_path, name):
@@ -363,6 +432,19 @@ def test_empty_files(tmp_path, name):
     docs, reader = read_reader([path])
     c = counters(reader)
     assert docs == [] and c["file_error_empty_file"] == 1 and c.get("documents_in", 0) == 0
+
+
+@pytest.mark.parametrize("name", ["b.jsonl", "b.jsonl.gz"])
+def test_jsonl_of_blank_lines_is_an_empty_file(tmp_path, name):
+    """Blank lines are no records: such a file is as empty as one with no bytes (it raised no file error)."""
+    path = tmp_path / name
+    blank = b"\n  \n\r\n\t\n"
+    path.write_bytes(gzip.compress(blank) if name.endswith(".gz") else blank)
+    docs, reader = read_reader([path])
+    c = counters(reader)
+    assert docs == [] and c["file_error_empty_file"] == 1 and c.get("documents_in", 0) == 0
+    with pytest.raises(BadInputError, match="empty file"):
+        read_reader([path], strict=True)
 
 
 @pytest.mark.parametrize("name", ["g.jsonl", "g.jsonl.gz", "g.parquet", "g.html", "g.warc.gz"])

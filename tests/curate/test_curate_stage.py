@@ -266,3 +266,103 @@ def test_cross_rank_duplicates_in_bounded_passes(tmp_path):
     for rows_per_pass in (10**9, 16, 1):
         got = cross_rank_duplicates(tmp_path, world_size=5, rows_per_pass=rows_per_pass)  # rank 4: no file
         assert {r: a.to_pylist() for r, a in got.items()} == expected, rows_per_pass
+
+
+def test_documents_emptied_by_cleaning_are_counted_not_published(tmp_path, dask_client):
+    """Without the drop they reached the output with empty text, and dedup reported them as near-duplicates."""
+    write_jsonl(
+        tmp_path / "in" / "a.jsonl",
+        [{"text": prose(i), "url": f"https://a.org/{i}"} for i in range(3)]
+        + [{"text": "Thank you\nGood morning\nThanks again\nSee you", "url": "https://c.org/1"}],
+    )
+    summary, stage = run_stage(
+        tmp_path / "out",
+        [tmp_path / "in"],
+        dask_client,
+        "curate.c4.min_num_sentences=-1",
+        "curate.fineweb.enabled=false",
+        "curate.gopher_quality.enabled=false",
+        "curate.gopher_repetition.enabled=false",
+        "curate.exclusions=true",
+    )
+    assert summary["documents_out"] == 3 and summary["dropped"] == {"empty_after_cleaning": 1}
+    texts = [t for f in list_parquet(stage / "output") for t in pq.read_table(f)["text"].to_pylist()]
+    assert len(texts) == 3 and all(t.strip() for t in texts)
+    assert list((stage / "excluded" / "empty_after_cleaning").glob("*.jsonl.gz"))
+    assert_reconciled(stage, summary)
+
+
+def _two_ranks_sharing_a_text(stage: Path, row_group_rows: int) -> None:
+    """Rank shards as the curate writer leaves them: rank 1's last text also opens rank 0 (read earlier)."""
+    import hashlib
+
+    from datatrove.data import Document
+
+    from pipelines.curate.output import ScoredShardWriter, counts_name
+
+    writer = ScoredShardWriter(str(stage / "ranks"), [], row_group_rows=row_group_rows)
+    for rank, texts in (
+        (0, ["dup"] + [f"a{i}" for i in range(9)]),
+        (1, [f"b{i}" for i in range(9)] + ["dup"]),
+    ):
+        docs = (
+            Document(
+                text=t,
+                id=f"{rank}-{i}",
+                metadata={
+                    "source_offset": i * 100,
+                    "unit": rank,
+                    "content_hash": hashlib.blake2b(t.encode(), digest_size=16).digest(),
+                },
+            )
+            for i, t in enumerate(texts)
+        )
+        list(writer.run(docs, rank, 2))
+        counts = {"rank": rank, "documents_in": 10, "documents_out": 10, "dropped": {}, "file_errors": {}}
+        (stage / "ranks" / counts_name(rank)).write_text(json.dumps(counts))
+
+
+def test_a_rewritten_shard_keeps_the_writers_row_groups(tmp_path):
+    """A shard that lost a cross-rank duplicate was rewritten as one row group, whatever row_group_rows was."""
+    from pipelines.curate.finalize import finalize
+
+    _two_ranks_sharing_a_text(tmp_path, row_group_rows=2)
+    before = pq.ParquetFile(tmp_path / "ranks" / "00001.parquet").schema_arrow
+    counts = finalize(tmp_path, 2)
+    assert [c["cross_rank_duplicates"] for c in counts] == [0, 1]
+    for rank, rows in ((0, 10), (1, 9)):
+        meta = pq.ParquetFile(tmp_path / "output" / f"{rank:05d}.parquet").metadata
+        assert meta.num_rows == rows
+        assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) == 2, rank
+    rewritten = pq.read_table(tmp_path / "output" / "00001.parquet")
+    assert rewritten.schema.equals(before, check_metadata=True)
+    assert rewritten["text"].to_pylist() == [f"b{i}" for i in range(9)]
+
+
+def test_a_moved_shard_is_durable_before_its_counts_marker(tmp_path, monkeypatch):
+    """`counts/<rank>.json` says the shard is in output/: the rename there must be fsynced (its folder) first."""
+    import os
+
+    from pipelines.curate.finalize import finalize
+
+    _two_ranks_sharing_a_text(tmp_path, row_group_rows=4)
+    (tmp_path / "ranks" / "00001.parquet").unlink()  # rank 0 alone: moved, not rewritten
+    (tmp_path / "ranks" / "00001.hashes.parquet").unlink()
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("replace", os.path.realpath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    finalize(tmp_path, 2)
+    root = tmp_path.resolve()
+    moved = events.index(("replace", str(root / "output" / "00000.parquet")))
+    marker = events.index(("replace", str(root / "counts" / "00000.json")))
+    assert ("fsync", str(root / "output")) in events[moved:marker], events

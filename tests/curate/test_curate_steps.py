@@ -129,3 +129,39 @@ def test_token_count_is_not_truncated():
     assert long.metadata["token_count"] >= 2000, (
         "the packaged tokenizer.json truncates at 128 unless disabled"
     )
+
+
+def test_text_emptied_by_line_cleaning_is_dropped_and_excluded(tmp_path):
+    """C4 line cleaning can remove every line and still keep the document (min_num_sentences=-1); it reached
+    the output with constant scores, and the dedup stage's reader then skipped it as if near-duplicate."""
+    import gzip
+    import json
+
+    from pipelines.curate.exclusions import exclusion_writer
+
+    settings = CurateConfig.model_validate(
+        {
+            "c4": {"min_num_sentences": -1},
+            "fineweb": {"enabled": False},
+            "gopher_quality": {"enabled": False},
+            "gopher_repetition": {"enabled": False},
+        }
+    )
+    steps = quality_steps(
+        settings.gopher_repetition,
+        settings.gopher_quality,
+        settings.c4,
+        settings.fineweb,
+        exclusion=lambda name: exclusion_writer(str(tmp_path), name),
+    )
+    kept_doc = _doc(prose(6), language="en")
+    emptied = _doc("Thank you\nGood morning\nThanks again\nSee you", language="en")
+    data = iter([kept_doc, emptied])
+    for step in steps:
+        data = step.run(data, 0, 1)
+    assert list(data) == [kept_doc]
+    dropped = {k: v for s in steps for k, v in counters(s).items() if k.startswith("dropped_")}
+    assert dropped == {"dropped_empty_after_cleaning": 1}
+    with gzip.open(tmp_path / "empty_after_cleaning" / "00000.jsonl.gz", "rt") as f:
+        excluded = [json.loads(line) for line in f]
+    assert [e["metadata"]["filter_reason"] for e in excluded] == ["empty_after_cleaning"]
