@@ -55,7 +55,11 @@ class SyntheticSettings(BaseModel):
         description="Hub id or local path of the generator model; builtin:tiny-random-llama builds a tiny random "
         "model offline (noise: validation rejects nearly everything, which exercises the code path).",
     )
-    target: int = Field(16, ge=0, description="Dialogues attempted.")
+    target: int = Field(
+        16,
+        ge=0,
+        description="Dialogues attempted; a refresh attempts only what earlier runs of the corpus have not.",
+    )
     min_score: float = Field(0.5, ge=0.0, le=1.0, description="One classifier threshold for every dimension.")
     min_scores: dict[str, float] = Field(
         default_factory=dict,

@@ -168,6 +168,8 @@ def test_each_gpu_worker_gets_devices_of_its_own():
     assert [visible_devices(i, None, 1) for i in range(3)] == ["0", "1", "2"]  # LocalCluster names
     assert visible_devices("SLURMCluster-7-1", "4,5", 1) == "5"  # dask worker --nworkers: NAME-<index>
     assert visible_devices(1, "0,1,2,3", 2) == "2,3"
+    # SLURM, gpus_per_job=1: one worker per job, named without an index; the job shows it only its own GPU
+    assert visible_devices("SLURMCluster-12", "3", 1) == "3"
     with pytest.raises(RuntimeError, match="needs 1 GPU"):
         visible_devices("job-2", "4,5", 1)
 

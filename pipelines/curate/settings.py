@@ -7,9 +7,14 @@ published FineWeb settings (datatrove's defaults), except where a comment says w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Bounds follow what each datatrove rule computes: a fraction outside [0, 1] (or a negative count) keeps or
+# drops every document, which a run would only reveal hours later as an empty or unfiltered corpus.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NGramSize = Annotated[int, Field(ge=1)]  # n=0 never advances datatrove's n-gram scan
 
 # Gopher's "at least 2 stop words" rule, per language. datatrove ships only the English list; the others are
 # the most frequent function words of each language, so a German page is judged like an English one instead
@@ -42,8 +47,9 @@ class ReadSettings(_Section):
     max_document_bytes: int = Field(
         10_000_000,
         ge=1,
-        description="Records larger than this (raw bytes; an HTTP body with Content-Encoding also decoded) are "
-        "dropped as 'too_large' before parsing or extraction.",
+        description="Documents larger than this are dropped as 'too_large' before parsing or extraction. "
+        "Measured in bytes for WARC/WET records (an HTTP body with Content-Encoding also after decoding), HTML "
+        "files and JSONL lines, and in characters for the text field of a JSONL record or Parquet row.",
     )
     split_bytes: int = Field(
         64 << 20,
@@ -70,43 +76,78 @@ class ExtractSettings(_Section):
 
 class GopherRepetitionSettings(_Section):
     enabled: bool = Field(True, description="Gopher repetition filter (Rae et al. 2021, table A1).")
-    dup_line_frac: float | None = Field(0.3, description="Max fraction of duplicated lines.")
-    dup_para_frac: float | None = Field(0.3, description="Max fraction of duplicated paragraphs.")
+    dup_line_frac: float | None = Field(
+        0.3, ge=0.0, le=1.0, description="Max fraction of duplicated lines (0-1; null or 0: off)."
+    )
+    dup_para_frac: float | None = Field(
+        0.3, ge=0.0, le=1.0, description="Max fraction of duplicated paragraphs (0-1; null or 0: off)."
+    )
     dup_line_char_frac: float | None = Field(
-        0.2, description="Max fraction of characters in duplicated lines."
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Max fraction of characters in duplicated lines (0-1; null or 0: off).",
     )
     dup_para_char_frac: float | None = Field(
-        0.2, description="Max fraction of characters in duplicated paragraphs."
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Max fraction of characters in duplicated paragraphs (0-1; null or 0: off).",
     )
-    top_n_grams: list[tuple[int, float]] = Field(
+    top_n_grams: list[tuple[NGramSize, Fraction]] = Field(
         default_factory=lambda: [(2, 0.2), (3, 0.18), (4, 0.16)],
-        description="[n, max fraction of characters in the most frequent n-gram].",
+        description="[n >= 1, max fraction (0-1) of characters in the most frequent n-gram].",
     )
-    dup_n_grams: list[tuple[int, float]] = Field(
+    dup_n_grams: list[tuple[NGramSize, Fraction]] = Field(
         default_factory=lambda: [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)],
-        description="[n, max fraction of characters in duplicated n-grams].",
+        description="[n >= 1, max fraction (0-1) of characters in duplicated n-grams].",
     )
 
 
 class GopherQualitySettings(_Section):
     enabled: bool = Field(True, description="Gopher quality filter (Rae et al. 2021).")
-    min_doc_words: int | None = Field(50, description="Min words (excluding symbols).")
-    max_doc_words: int | None = Field(100_000, description="Max words.")
-    min_avg_word_length: int | None = Field(3, description="Min mean word length.")
-    max_avg_word_length: int | None = Field(10, description="Max mean word length.")
-    max_symbol_word_ratio: float | None = Field(0.1, description="Max '#' or ellipsis per word.")
+    min_doc_words: int | None = Field(50, ge=0, description="Min words, excluding symbols (null or 0: off).")
+    max_doc_words: int | None = Field(100_000, ge=0, description="Max words (null or 0: off).")
+    min_avg_word_length: int | None = Field(
+        3, ge=0, description="Min mean word length in characters (null or 0: off)."
+    )
+    max_avg_word_length: int | None = Field(
+        10, ge=0, description="Max mean word length in characters (null or 0: off)."
+    )
+    max_symbol_word_ratio: float | None = Field(
+        0.1, ge=0.0, description="Max '#' or ellipsis per word (>= 0; null or 0: off)."
+    )
     max_bullet_lines_ratio: float | None = Field(
-        0.9, description="Max fraction of lines starting with a bullet."
+        0.9, ge=0.0, le=1.0, description="Max fraction of lines starting with a bullet (0-1; null or 0: off)."
     )
     max_ellipsis_lines_ratio: float | None = Field(
-        0.3, description="Max fraction of lines ending with an ellipsis."
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Max fraction of lines ending with an ellipsis (0-1; null or 0: off).",
     )
-    max_non_alpha_words_ratio: float | None = Field(0.8, description="Min fraction of words with a letter.")
-    min_stop_words: int | None = Field(2, description="Min distinct stop words of the document's language.")
+    max_non_alpha_words_ratio: float | None = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Min fraction of words with a letter, despite the name (0-1; null or 0: off).",
+    )
+    min_stop_words: int | None = Field(
+        2, ge=0, description="Min distinct stop words of the document's language (null or 0: off)."
+    )
     stop_words: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_STOP_WORDS.items()},
         description="Stop words per language code; languages not listed skip the stop-word rule.",
     )
+
+    @model_validator(mode="after")
+    def _ranges_not_empty(self) -> GopherQualitySettings:
+        """A minimum above its maximum drops every document (datatrove reads 0 and null as 'off')."""
+        for low, high in (("min_doc_words", "max_doc_words"), ("min_avg_word_length", "max_avg_word_length")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo and hi and lo > hi:
+                raise ValueError(f"{low}={lo} is above {high}={hi}: every document would be dropped")
+        return self
 
 
 class C4Settings(_Section):
@@ -116,27 +157,42 @@ class C4Settings(_Section):
         description="Drop lines without terminal punctuation (C4: true; FineWeb: false, too aggressive).",
     )
     min_num_sentences: int = Field(
-        5, description="Drop documents with fewer sentences after cleaning (-1: off)."
+        5, ge=-1, description="Drop documents with fewer sentences after cleaning (>= 0; -1: off)."
     )
-    min_words_per_line: int = Field(3, description="Drop lines with fewer words (-1: off).")
-    max_word_length: int = Field(1000, description="Drop lines with a longer word (-1: off).")
+    min_words_per_line: int = Field(3, ge=-1, description="Drop lines with fewer words (>= 0; -1: off).")
+    max_word_length: int = Field(
+        1000, ge=-1, description="Drop lines with a word longer than this many characters (>= 1; -1: off)."
+    )
     remove_citations: bool = Field(True, description="Remove [1], [edit], [citation needed].")
     filter_lorem_ipsum: bool = Field(True, description="Drop documents containing 'lorem ipsum'.")
     filter_javascript: bool = Field(True, description="Drop lines mentioning javascript.")
     filter_curly_bracket: bool = Field(True, description="Drop documents containing '{'.")
     filter_policy: bool = Field(True, description="Drop cookie/terms-of-use lines.")
 
+    @field_validator("max_word_length")
+    @classmethod
+    def _word_length_or_off(cls, value: int) -> int:
+        if value == 0:  # every word is longer than 0: every line goes, and every document with it
+            raise ValueError("expected -1 (off) or a length of at least 1, got 0 (would drop every line)")
+        return value
+
 
 class FineWebSettings(_Section):
     enabled: bool = Field(True, description="FineWeb quality filter (Penedo et al. 2024).")
-    line_punct_thr: float = Field(0.12, description="Min fraction of lines ending in terminal punctuation.")
+    line_punct_thr: float = Field(
+        0.12, ge=0.0, le=1.0, description="Min fraction of lines ending in terminal punctuation (0-1)."
+    )
     line_punct_exclude_zero: bool = Field(
         False, description="Keep documents where no line ends in punctuation."
     )
-    short_line_thr: float = Field(0.67, description="Max fraction of short lines.")
-    short_line_length: int = Field(30, description="A line this long or shorter is short.")
-    char_duplicates_ratio: float = Field(0.01, description="Max fraction of characters in duplicated lines.")
-    new_line_ratio: float = Field(0.3, description="Max newlines per word.")
+    short_line_thr: float = Field(0.67, ge=0.0, le=1.0, description="Max fraction of short lines (0-1).")
+    short_line_length: int = Field(
+        30, ge=0, description="A line of this many characters or fewer is short (>= 0)."
+    )
+    char_duplicates_ratio: float = Field(
+        0.01, ge=0.0, le=1.0, description="Max fraction of characters in duplicated lines (0-1)."
+    )
+    new_line_ratio: float = Field(0.3, ge=0.0, description="Max newlines per word (>= 0).")
 
 
 class CurateConfig(_Section):

@@ -41,7 +41,7 @@ def _scoring_available() -> bool:
 
 
 def preflight(config: CorpusConfig) -> None:
-    """Fail in the first second, naming the key, on missing inputs, models, tokenizer or profile."""
+    """Fail in the first second, naming the key, on missing inputs, models, tokenizer or any profile."""
     from classifiers.langid import check_lid_model, lid_languages, lid_model_path
     from pipelines.curate.tokens import resolve_tokenizer
 
@@ -70,7 +70,21 @@ def preflight(config: CorpusConfig) -> None:
             f"curate.languages: {unknown} are not language codes of {lid_path.name} "
             "(expected lower-case codes such as en, de, fr, zh)"
         )
-    step, _dims, _version = _scorer_and_dimensions(config)
+    # Every profile, scored or not: the mix stage loads all of them, hours after this point. A missing or
+    # invalid profile raises ProfileError, which names the file and key.
+    from classifiers.profiles import load_profile
+
+    if not config.profile:
+        raise ConfigError("profile: expected at least one profile name or YAML path, e.g. profile=default")
+    profiles = [load_profile(name) for name in config.profile]
+    seen: dict[str, str] = {}
+    for label, profile in zip(config.profile, profiles, strict=True):
+        if profile.name in seen:  # each profile's mixture is written to a folder named after it
+            raise ConfigError(
+                f"profile: '{label}' and '{seen[profile.name]}' are both named '{profile.name}'"
+            )
+        seen[profile.name] = label
+    step, dims, _version = _scorer_and_dimensions(config)
     if step is not None:
         from classifiers.bundle import BundleError, load_bundle
 
@@ -78,6 +92,13 @@ def preflight(config: CorpusConfig) -> None:
             load_bundle(step.bundle_path)  # checks every model file before fastText sees it
         except BundleError as exc:
             raise ConfigError(f"classifier.bundle: {exc}") from None
+        for label, profile in zip(config.profile, profiles, strict=True):
+            lacking = [d for d in profile.dimensions if d not in dims]
+            if lacking:
+                raise ConfigError(
+                    f"profile: '{label}' weights dimensions {lacking} that classifier.bundle "
+                    f"({step.bundle_path}) does not score (it scores {dims})"
+                )
 
 
 def _scorer_and_dimensions(config: CorpusConfig) -> tuple[Any, list[str], str | None]:

@@ -9,9 +9,17 @@ class MixConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     max_epochs: int = Field(
-        4, ge=1, description="Hard cap on copies of one document (Muennighoff et al. 2023)."
+        4,
+        ge=1,
+        le=32767,
+        description="Hard cap on copies of one document (Muennighoff et al. 2023). At most 32767: the output "
+        "column repeat_index (0 .. copies-1) is int16.",
     )
-    seed: int = Field(0, description="Seed of the deterministic shuffle and of the fractional-copy choice.")
+    seed: int = Field(
+        0,
+        description="Seed of the deterministic shuffle and of the fractional-copy choice (any integer: it is "
+        "hashed into SipHash keys).",
+    )
     token_budget: int | None = Field(
         None,
         gt=0,
