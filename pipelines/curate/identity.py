@@ -30,15 +30,22 @@ def normalise_for_hash(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
+def _digest(norm: str) -> bytes:
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+
+
+def _id(url: str | None, norm: str) -> str:
+    return hashlib.sha256(f"{url or ''}\n{norm}".encode()).hexdigest()[:32]
+
+
 def content_hash(text: str) -> bytes:
     """16-byte blake2b of the normalised text (the exact-dedup key)."""
-    return hashlib.blake2b(normalise_for_hash(text).encode("utf-8"), digest_size=16).digest()
+    return _digest(normalise_for_hash(text))
 
 
 def document_id(url: str | None, text: str) -> str:
     """Stable 32-hex-char id of a document: sha256 of url and normalised text."""
-    payload = f"{url or ''}\n{normalise_for_hash(text)}".encode()
-    return hashlib.sha256(payload).hexdigest()[:32]
+    return _id(url, normalise_for_hash(text))
 
 
 class ExactDedup(PipelineStep):
@@ -58,13 +65,13 @@ class ExactDedup(PipelineStep):
         try:
             for doc in data:
                 with self.track_time():
-                    norm = normalise_for_hash(doc.text)
-                    digest = hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+                    norm = normalise_for_hash(doc.text)  # once for both hashes
+                    digest = _digest(norm)
                     duplicate = self.enabled and digest in seen
                     if not duplicate:
                         seen.add(digest)
                         url = doc.metadata.get("url")
-                        doc.id = hashlib.sha256(f"{url or ''}\n{norm}".encode()).hexdigest()[:32]
+                        doc.id = _id(url, norm)
                         doc.metadata["content_hash"] = digest
                 if duplicate:
                     self.stat_update("dropped_exact_duplicate")

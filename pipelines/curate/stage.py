@@ -3,7 +3,8 @@
 One datatrove pipeline per rank, run on the Dask cluster by DaskPipelineExecutor:
 
     read -> extract (HTML only) -> language ID -> Gopher repetition -> Gopher quality -> C4 lines -> FineWeb
-         -> exact dedup + stable id -> token count -> prosocial scoring -> scored Parquet -> rank ledger
+         -> empty after cleaning -> exact dedup + stable id -> token count -> prosocial scoring
+         -> scored Parquet -> rank ledger
 
 then a driver-side finishing pass (pipelines.curate.finalize) for cross-rank exact dedup and per-shard counts.
 Language ID runs before the quality filters so that every non-kept language is counted under `language`

@@ -110,7 +110,8 @@ class PriorityCluster(MinhashDedupCluster):
     A cluster that contains a signature from the index (an already published document) keeps none of the new
     documents. Writes `<file>.remove` and `<file>.sizes` for every file with a clustered document (possibly
     empty), because datatrove's filter ignores `.sizes` of files that have no `.remove`. The size recorded
-    for a survivor is the sum of its members' `dup_cluster_size`, so earlier exact dedup counts carry over.
+    for a survivor is the sum of its members' `dup_cluster_size` (1 each as curate writes them: the exact copies
+    curate dropped are counted in its stats, not in this column).
     """
 
     name = "🎯 MinHash clusters (keep most prosocial)"
