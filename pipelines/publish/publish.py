@@ -160,8 +160,9 @@ def publish_run(ctx: RunContext, commit: dict[str, Any] | None = None) -> str:
             return journal["version"]
     ctx.staging.mkdir(parents=True, exist_ok=True)
     version = next_version_id(ctx.out)
-    ctx.results["stats"] = write_stats(ctx)  # stats/ and the card go into the manifest like the data
-    write_card(ctx)
+    # stats/ and the card go into the manifest like the data; they name the version this publish creates
+    ctx.results["stats"] = write_stats(ctx, version)
+    write_card(ctx, version)
     results = _jsonable(ctx.results)
     meta = {
         "run_id": ctx.run_id,

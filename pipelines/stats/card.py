@@ -3,7 +3,7 @@
 People read the card before training on a version, and `datasets.load_dataset(version_dir, "pretrain")` reads
 its `configs` to find the data files, so the card is generated from the version's own files (its stats
 tables, `mixture.json`, the classifier bundle's manifest) and can never disagree with what it describes.
-`write_card(ctx)` is called by `publish_run` after `write_stats` and before the manifest is written.
+`write_card(ctx, version_id)` is called by `publish_run` after `write_stats` and before the manifest is written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipelines.atomic import write_text_atomic
+from pipelines.parquet import parquet_paths
 from pipelines.stats.licenses import card_license_ids, input_root, license_of
 from pipelines.stats.sources import read_json
 from pipelines.stats.tables import STATS_DIR, load
@@ -63,7 +64,7 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
         folders.append("midtrain")
     configs = []
     for folder in folders:
-        files = [p for p in (version / folder).glob("*.parquet") if not p.name.startswith(".")]
+        files = parquet_paths(version / folder)
         footers = [pq.ParquetFile(p).metadata for p in files]
         rows = sum(m.num_rows for m in footers)
         if not rows:
@@ -104,7 +105,7 @@ def source_licenses(version: Path, inputs: list[str]) -> pd.DataFrame:
     counts: dict[str, int] = {}
     for folder in sorted(version.glob("pretrain*")):
         in_folder: dict[str, int] = {}
-        for file in sorted(folder.glob("*.parquet")):
+        for file in parquet_paths(folder):
             schema = pq.read_schema(file)
             if "source" not in schema.names:
                 continue
@@ -439,14 +440,14 @@ def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-def write_card(ctx: RunContext) -> Path:
+def write_card(ctx: RunContext, version_id: str) -> Path:
     """Write `<staging>/README.md` for the version being published; returns its path."""
-    from pipelines.publish.publish import latest_version, next_version_id
+    from pipelines.publish.publish import latest_version
 
     text = render_card(
         ctx.staging,
         ctx.config,
-        version_id=next_version_id(ctx.out),
+        version_id=version_id,
         parent=latest_version(ctx.out),
         results=json.loads(json.dumps(ctx.results, default=str)),
     )

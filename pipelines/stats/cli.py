@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.stats.scan import dense_histogram, merge_metrics
-from pipelines.stats.tables import StatsError, load, resolve_version
+from pipelines.stats.tables import StatsError, load, primary_dataset, resolve_version
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -42,14 +42,6 @@ def human(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
         n /= 1000
     return f"{n:.1f}P"
-
-
-def _primary(tables: dict[str, pd.DataFrame]) -> str | None:
-    stages = tables["stages"]
-    mix = stages[stages["stage"] == "mix"]["dataset"].tolist()
-    if "pretrain" in mix:
-        return "pretrain"
-    return mix[0] if mix else (stages["dataset"].iloc[-1] if len(stages) else None)
 
 
 def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame] | None = None) -> str:
@@ -85,7 +77,7 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
                 + (f", ... ({len(top) - 8} more)" if len(top) > 8 else "")
             )
 
-    primary = _primary(tables)
+    primary = primary_dataset(tables)
     if primary:
         lang = tables["languages"]
         lang = (

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pipelines.stats.scan import dense_histogram
+from pipelines.stats.tables import primary_dataset
 
 Tables = dict[str, pd.DataFrame]
 SCORE_PREFIX = "ps_"
@@ -22,14 +23,6 @@ COLOURS = ["#3b7dd8", "#e07b39", "#4aa564", "#c4473a", "#8a63b8", "#8c6d4f", "#d
 def _subplots(*args, figsize: tuple[float, float], squeeze: bool = True, **kwargs):
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*args, squeeze=squeeze, **kwargs)
-
-
-def primary_dataset(tables: Tables) -> str | None:
-    """The dataset most plots describe: `pretrain` when it exists, else the last stage's output."""
-    stages = tables["stages"]
-    if "pretrain" in set(stages["dataset"]):
-        return "pretrain"
-    return stages["dataset"].iloc[-1] if len(stages) else None
 
 
 def score_columns(tables: Tables) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datatrove.utils.logging import logger
 from datatrove.utils.stats import MetricStats, MetricStatsDict, PipelineStats
 
 RANK_FILE = re.compile(r"^(\d{5})\.json$")
@@ -86,7 +87,9 @@ class LoggingDir:
                             PipelineStats.from_json(json.loads(file.read_text()))
                         )
                     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise ValueError(f"{file}: not a datatrove per-rank stats file ({exc})") from None
+                        # torn by a power cut (datatrove writes it in place); the executor left it out of
+                        # stats.json too (DaskPipelineExecutor.merge_stats), so the shard shows as unaccounted
+                        logger.warning(f"{file}: not a datatrove per-rank stats file ({exc}); left out")
         return out
 
     def merged(self) -> PipelineStats:

@@ -1,6 +1,6 @@
 """The stats tables of a version: built at publish time, written as Parquet under `<version>/stats/`.
 
-`write_stats(ctx)` is called by `publish_run` before the manifest is written, so the manifest (and
+`write_stats(ctx, version_id)` is called by `publish_run` before the manifest is written, so the manifest (and
 `corpus verify`) covers the stats too. `load(path)` reads them back as named pandas DataFrames.
 
 Tables (one Parquet file each; keys `stage` = curate|dedup|mix|synthesize, `dataset` = the output folder's
@@ -669,14 +669,24 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
     return written
 
 
-def write_stats(ctx: RunContext) -> dict[str, Any]:
+def primary_dataset(tables: dict[str, pd.DataFrame]) -> str | None:
+    """The dataset the summary and most plots describe: `pretrain` (the primary profile's mixture), else the
+    first mixture, else the last stage's output (a version published without a mix)."""
+    stages = tables["stages"]
+    mix = stages[stages["stage"] == "mix"]["dataset"].tolist()
+    if "pretrain" in mix:
+        return "pretrain"
+    return mix[0] if mix else (stages["dataset"].iloc[-1] if len(stages) else None)
+
+
+def write_stats(ctx: RunContext, version_id: str) -> dict[str, Any]:
     """Build and write the stats of this run into the staged version (`<staging>/stats/`).
 
     Called by `publish_run` before the manifest is written. Returns a small summary for the run results.
     """
-    from pipelines.publish.publish import latest_version, next_version_id
+    from pipelines.publish.publish import latest_version
 
-    version_id, parent = next_version_id(ctx.out), latest_version(ctx.out)
+    parent = latest_version(ctx.out)
     tables = build_tables(ctx, version_id=version_id, parent=parent)
     write_tables(tables, ctx.staging / STATS_DIR)
     stages = tables["stages"]
