@@ -55,6 +55,11 @@ def _repair(value: object) -> tuple[object, bool]:
     return value, False
 
 
+def _not_json(name: str) -> None:
+    """Python's json reads NaN and Infinity, which are not JSON: echoed back, they would break strict readers."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
     """(record, None) per good line; (None or a partial record, error) per bad one. Bytes are decoded per line,
     so one undecodable line costs that line, not the file."""
@@ -66,7 +71,7 @@ def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
                 line = raw.decode("utf-8")
                 if not line.strip():
                     raise ValueError("blank line")
-                record = json.loads(line)
+                record = json.loads(line, parse_constant=_not_json)
                 if not isinstance(record, dict):
                     raise ValueError("expected a JSON object")
                 if not isinstance(record.get("text"), str):
