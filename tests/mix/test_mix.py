@@ -352,4 +352,6 @@ def test_folder_names_with_glob_characters_are_read_literally(dask_client, tmp_p
     write_scored(tmp_path / "in[1]", make_scored_table(40, seed=4), files=2)
     summary = mix_scored(tmp_path / "in[1]", tmp_path / "out[v2]", ["default"], MixConfig(), dask_client)
     assert summary["documents_in"] == 40
-    assert sum(pq.read_metadata(f).num_rows for f in (tmp_path / "out[v2]" / "pretrain").glob("*.parquet")) > 0
+    assert (
+        sum(pq.read_metadata(f).num_rows for f in (tmp_path / "out[v2]" / "pretrain").glob("*.parquet")) > 0
+    )
