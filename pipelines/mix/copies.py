@@ -87,7 +87,9 @@ def partition_stats(df: pd.DataFrame, profiles: list[Profile], seed: int) -> dic
                 hist[t] = np.bincount(bins[mask], weights=tokens[mask], minlength=HIST_BINS)
         out[profile.name] = {
             "documents": np.bincount(tier, minlength=n + 1).astype(np.float64),
-            "tokens": np.bincount(tier, weights=tokens, minlength=n + 1),
+            # bincount of an empty partition (a shard dedup emptied) is int64 even with weights: merging a float
+            # partition into it failed
+            "tokens": np.bincount(tier, weights=tokens, minlength=n + 1).astype(np.float64),
             "hist": hist,
         }
     return out

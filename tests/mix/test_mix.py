@@ -20,6 +20,7 @@ from pipelines.context import RunContext
 from pipelines.mix.sample_data import DIMENSIONS, make_scored_table, write_scored
 from pipelines.mix.settings import MixConfig
 from pipelines.mix.stage import MixError, mix_scored, run_mix
+from pipelines.parquet import write_table_atomic
 
 SLOW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -355,3 +356,13 @@ def test_folder_names_with_glob_characters_are_read_literally(dask_client, tmp_p
     assert (
         sum(pq.read_metadata(f).num_rows for f in (tmp_path / "out[v2]" / "pretrain").glob("*.parquet")) > 0
     )
+
+
+def test_an_empty_scored_shard_mixes_with_the_others(dask_client, tmp_path):
+    """Dedup can empty a shard (every document a near-duplicate of another file's); its partition's stats were
+    int64 and merging the next partition into them failed, so the run and every later refresh stopped."""
+    table = make_scored_table(30, seed=5)
+    write_table_atomic(table.slice(0, 0), tmp_path / "in" / "00000.parquet")
+    write_table_atomic(table, tmp_path / "in" / "00001.parquet")
+    summary = mix_scored(tmp_path / "in", tmp_path / "out", ["default"], MixConfig(), dask_client)
+    assert summary["documents_in"] == 30 and summary["profiles"]["default"]["rows"] > 0
