@@ -196,6 +196,12 @@ def run_log(work: Path, mode: str) -> Iterator[Path]:
     sink = logger.add(path, level="INFO", enqueue=False, backtrace=False, diagnose=False)
     try:
         yield path
+    except Exception as exc:
+        # the traceback goes to the log file only (stderr gets the one-line message from the command), and
+        # the error carries the log's path for that message
+        logger.bind(file_only=True).opt(exception=exc).error(f"{mode} failed: {type(exc).__name__}")
+        exc.add_note(f"traceback: {path}")
+        raise
     finally:
         with contextlib.suppress(ValueError):
             logger.remove(sink)

@@ -94,7 +94,13 @@ def input_schema(files: list[Path], profiles: list[Profile]) -> pa.Schema:
     needed = {"id", "token_count"} | {f"ps_{d}" for p in profiles for d in p.dimensions}
     schemas = []
     for path in files:
-        schema = pq.read_schema(path)
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise MixError(
+                f"{path}: not a readable Parquet file ({exc}); if it is a kept shard under OUT/state/shards, "
+                "`corpus run` rebuilds them"
+            ) from None
         missing = sorted(needed - set(schema.names))
         if missing:
             owners = [p.name for p in profiles if any(f"ps_{d}" in missing for d in p.dimensions)]

@@ -57,7 +57,19 @@ def configure_stderr(level: str) -> None:
     from datatrove.utils.logging import logger
 
     logger.remove()
-    logger.add(sys.stderr, level=level.upper())
+    logger.add(sys.stderr, level=level.upper(), filter=lambda record: not record["extra"].get("file_only"))
+
+
+def _stage_errors() -> tuple[type[Exception], ...]:
+    from classifiers.bundle import BundleError
+    from pipelines.curate.inputs import InputError
+    from pipelines.dedup.stage import DedupError
+    from pipelines.executor import RankFailed
+    from pipelines.mix.stage import MixError
+    from pipelines.publish.manifest import VerifyError
+    from pipelines.stats.tables import StatsError
+
+    return (RankFailed, InputError, DedupError, MixError, StatsError, VerifyError, BundleError)
 
 
 def run_command(args: argparse.Namespace, mode: str) -> int:
@@ -66,6 +78,7 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
     from pipelines.publish.lock import LockHeld, LockUnsupported
     from pipelines.publish.state import StateError
 
+    stage_errors = _stage_errors()
     config = load_config(args.config, args.overrides)
     configure_stderr(getattr(args, "log_level", "INFO"))
     name = f"corpus {mode if mode == 'refresh' else 'run'}"
@@ -77,6 +90,10 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
             return EXIT_LOCKED
         except LockUnsupported as exc:
             print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+        except stage_errors as exc:  # expected failures: their message names the file or rank and what to do
+            notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
+            print(f"{name}: {type(exc).__name__}: {exc}{notes}", file=sys.stderr)
             return 1
         except StateError as exc:
             print(f"{name}: {exc}", file=sys.stderr)

@@ -285,6 +285,23 @@ def test_an_unfinishable_commit_stops_refresh_but_corpus_run_rebuilds(world):
     assert "ok" in verify_ok(out, every=True)
 
 
+def test_a_damaged_kept_shard_fails_with_one_line_naming_it(world):
+    """A truncated shard under state/shards failed every refresh with pyarrow's traceback, naming no file."""
+    out, new = world["out"], world["new"]
+    damaged = sorted((out / "state" / "shards").glob("*/*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    write_shard(new / "b.jsonl", list(range(100, 104)))
+    failed = corpus("refresh", world["overrides"]())
+    assert failed.returncode == 1
+    assert f"MixError: {damaged}: not a readable Parquet file" in failed.stderr
+    assert "`corpus run` rebuilds them" in failed.stderr and "traceback: " in failed.stderr
+    assert "Traceback (most recent call last)" not in failed.stderr  # it is in the run's log instead
+    log = failed.stderr.split("traceback: ", 1)[1].split()[0]
+    assert "Traceback (most recent call last)" in Path(log).read_text()
+    assert latest_version(out) == "v1"
+    assert summary_of(corpus("run", world["overrides"]()))["version"] == "v2"
+
+
 def test_refresh_refuses_a_state_that_describes_another_version_or_lost_its_index(world):
     """A hand rollback of `latest`, or a deleted MinHash index, would make a refresh silently wrong."""
     import shutil
