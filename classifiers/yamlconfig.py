@@ -111,6 +111,22 @@ def describe_validation(exc: ValidationError, model: type[BaseModel], source: st
     return message
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a config with two `curate:` sections then loses the first one's
+    settings without a word. Every mapping here must name each key once."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (each key may appear once)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, error: type[ConfigFileError] = ConfigFileError) -> dict[str, Any]:
     """A YAML mapping from `path`; errors name the file (and the line for syntax errors)."""
     try:
@@ -122,7 +138,7 @@ def read_yaml(path: str | Path, error: type[ConfigFileError] = ConfigFileError) 
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""

@@ -108,6 +108,17 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(tmp_path):
+    """PyYAML keeps the last `curate:`, so `languages: [de]` in the first one was dropped without a word."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("curate:\n  languages: [de]\nmix:\n  seed: 3\ncurate:\n  exact_dedup: false\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: line 5: invalid YAML \(duplicate key 'curate'"):
+        load_config(path)
+    path.write_text("curate:\n  languages: [de]\n  languages: [en]\n")
+    with pytest.raises(ConfigError, match=r"line 3: invalid YAML \(duplicate key 'languages'"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("override", ["cluster.n_wrkers=2", "cluster.n_workers=two"])
 def test_cli_exits_nonzero_with_one_line(tmp_path, override):
     result = subprocess.run(
