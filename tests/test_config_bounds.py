@@ -135,6 +135,7 @@ def test_dedup_seed_bounds_are_numpys():
         ("curate.gopher_repetition.top_n_grams=[[0, 0.2]]", "key 'curate.gopher_repetition.top_n_grams.0.0': expected a value greater than or equal to 1, got 0"),
         ("curate.gopher_repetition.dup_n_grams=[[5, 1.5]]", "key 'curate.gopher_repetition.dup_n_grams.0.1': expected a value from 0 to 1, got 1.5"),
         ("mix.max_epochs=32768", "key 'mix.max_epochs': expected a value from 1 to 32767, got 32768"),
+        ("mix.blocksize=abc", "key 'mix.blocksize': expected a positive size such as 64MB or 512KiB, got 'abc'"),
     ],
 )  # fmt: skip
 def test_out_of_range_settings_name_key_and_range(override, expected):
@@ -159,6 +160,7 @@ def test_out_of_range_settings_name_key_and_range(override, expected):
         "curate.gopher_repetition.dup_line_frac=null",
         "curate.gopher_repetition.top_n_grams=[[1, 0], [2, 1]]",
         "mix.max_epochs=32767",
+        "mix.blocksize=512KiB",
         "mix.seed=-5",  # hashed into SipHash keys: any integer works
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class MixConfig(BaseModel):
@@ -38,3 +38,16 @@ class MixConfig(BaseModel):
     blocksize: str = Field(
         "64MB", description="Input partition size for Dask's read_parquet (bounds the memory of one task)."
     )
+
+    @field_validator("blocksize")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        """Checked at load: Dask would reject it only when the mix starts, after curate and dedup."""
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(value) <= 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            raise ValueError(f"expected a positive size such as 64MB or 512KiB, got {value!r}") from None
+        return value

@@ -433,6 +433,12 @@ def mix_scored(
     for index, profile in enumerate(profiles):
         folder = "pretrain" if index == 0 else f"pretrain_{profile.name}"
         plan, info = plan_profile(profile, stats[profile.name], cfg, bytes_per_token)
+        if not info["solver"]["feasible"]:  # the mixture is still written, as close as the cap allows
+            logger.warning(
+                f"mix: profile {profile.name}: the requested mixture cannot be met "
+                f"({'; '.join(info['solver']['notes']) or 'see mixture.json'}); tier factors "
+                f"{[round(g, 4) for g in plan.factors]}"
+            )
         logger.info(
             f"mix: profile {profile.name}: factors {[round(g, 4) for g in plan.factors]}, "
             f"{plan.shards} shard(s) -> {staging / folder}"

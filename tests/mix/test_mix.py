@@ -366,3 +366,22 @@ def test_an_empty_scored_shard_mixes_with_the_others(dask_client, tmp_path):
     write_table_atomic(table, tmp_path / "in" / "00001.parquet")
     summary = mix_scored(tmp_path / "in", tmp_path / "out", ["default"], MixConfig(), dask_client)
     assert summary["documents_in"] == 30 and summary["profiles"]["default"]["rows"] > 0
+
+
+def test_an_unreachable_mixture_is_said_in_the_log(scored, dask_client, tmp_path):
+    """mixture.json said feasible: false, but nothing a user reads did: the run quietly gave fewer tokens."""
+    from datatrove.utils.logging import logger
+
+    folder, _ = scored
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="WARNING")
+    try:
+        mix_scored(
+            folder, tmp_path, [_profile([2.0, 1.0, 1.0, 1.0])], MixConfig(token_budget=10**10), dask_client
+        )
+    finally:
+        logger.remove(sink)
+    assert json.loads((tmp_path / "mixture.json").read_text())["profiles"]["prop"]["feasible"] is False
+    assert any("profile prop: the requested mixture cannot be met (token_budget" in m for m in messages), (
+        messages
+    )
