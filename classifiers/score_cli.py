@@ -102,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.input != "-" and not Path(args.input).is_file():
-        print(f"error: input file not found: {args.input}", file=sys.stderr)
+        what = "is a folder (expected one JSONL file)" if Path(args.input).is_dir() else "not found"
+        print(f"error: --input {args.input}: {what}", file=sys.stderr)
         return 2
     if args.output == "-":
         out, tmp_name = sys.stdout, None

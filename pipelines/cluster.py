@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import dask
 from distributed.diagnostics.plugin import WorkerPlugin
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -67,6 +67,9 @@ class ClusterConfig(BaseModel):
     address: str | None = Field(
         None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.5:8786."
     )
+    connect_timeout: float = Field(
+        30.0, gt=0, description="kind=address: seconds to wait for the scheduler to answer."
+    )
     dashboard_address: str = Field("127.0.0.1:0", description="LocalCluster dashboard bind address.")
     local_directory: str | None = Field(None, description="Worker scratch folder (default: Dask's).")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
@@ -85,6 +88,13 @@ class ClusterConfig(BaseModel):
                     f"expected 'auto' or a size such as '4GB' or '512MiB', got {value!r}"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _address_given(self) -> ClusterConfig:
+        # on the section, not the whole config: the error then names `cluster` and blames where it was set
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind=address needs cluster.address (e.g. tcp://10.0.0.5:8786)")
+        return self
 
 
 def configure_dask() -> None:
@@ -147,6 +157,10 @@ def slurm_cluster(config: ClusterConfig, scale: bool = True):
     return cluster
 
 
+class ClusterUnreachable(RuntimeError):
+    """`cluster.kind=address` names a scheduler that does not answer."""
+
+
 @contextlib.contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
     """Yield a `distributed.Client` for the configured cluster and tear down what we started."""
@@ -154,9 +168,14 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
 
     configure_dask()
     if config.kind == "address":
-        if not config.address:
-            raise ValueError("cluster.kind=address needs cluster.address (e.g. tcp://127.0.0.1:8786)")
-        with Client(config.address) as client:
+        try:
+            client = Client(config.address, timeout=config.connect_timeout)
+        except OSError as exc:
+            raise ClusterUnreachable(
+                f"cluster.address {config.address}: no Dask scheduler answered ({exc}); start one with "
+                "`dask scheduler` and its workers, or check the address"
+            ) from None
+        with client:
             yield client
         return
     cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)

@@ -14,7 +14,7 @@ from typing import Any
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from classifiers.settings import ClassifierSettings
 from classifiers.yamlconfig import ConfigFileError, describe_validation
@@ -92,12 +92,6 @@ class CorpusConfig(BaseModel):
                 raise ValueError("expected an output folder, got an empty value")
             return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
         return value
-
-    @model_validator(mode="after")
-    def _cluster_address(self) -> CorpusConfig:
-        if self.cluster.kind == "address" and not self.cluster.address:
-            raise ValueError("cluster.kind=address needs cluster.address (e.g. tcp://10.0.0.5:8786)")
-        return self
 
     @property
     def work_dir(self) -> Path:

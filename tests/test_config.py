@@ -62,9 +62,16 @@ def test_out_is_absolute_and_path_overrides_stay_strings(tmp_path, monkeypatch):
     assert config_hash(load_config(None, ["out=a", "dedup.enabled=false"])) not in same
 
 
-def test_address_cluster_needs_an_address():
-    with pytest.raises(ConfigError, match="cluster.kind=address needs cluster.address"):
+def test_address_cluster_needs_an_address(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="command line: key 'cluster': kind=address needs cluster.address"):
         load_config(None, ["cluster.kind=address"])
+    # a scheduler that does not answer: one line naming the address, not an OSError traceback
+    from pipelines.cli import main as corpus
+
+    args = ["cluster.kind=address", "cluster.address=tcp://127.0.0.1:1", "cluster.connect_timeout=1"]
+    assert corpus(["run", *args, f"out={tmp_path}", "synthetic.enabled=false"]) == 1
+    err = capsys.readouterr().err
+    assert "cluster.address tcp://127.0.0.1:1: no Dask scheduler answered" in err and "Traceback" not in err
     config = load_config(None, ["cluster.kind=address", "cluster.address=tcp://127.0.0.1:8786"])
     assert config.cluster.kind == "address" and config.cluster.address == "tcp://127.0.0.1:8786"
 

@@ -62,6 +62,7 @@ def configure_stderr(level: str) -> None:
 
 def _stage_errors() -> tuple[type[Exception], ...]:
     from classifiers.bundle import BundleError
+    from pipelines.cluster import ClusterUnreachable
     from pipelines.curate.inputs import InputError
     from pipelines.dedup.stage import DedupError
     from pipelines.executor import RankFailed
@@ -69,7 +70,16 @@ def _stage_errors() -> tuple[type[Exception], ...]:
     from pipelines.publish.manifest import VerifyError
     from pipelines.stats.tables import StatsError
 
-    return (RankFailed, InputError, DedupError, MixError, StatsError, VerifyError, BundleError)
+    return (
+        RankFailed,
+        InputError,
+        DedupError,
+        MixError,
+        StatsError,
+        VerifyError,
+        BundleError,
+        ClusterUnreachable,
+    )
 
 
 def run_command(args: argparse.Namespace, mode: str) -> int:

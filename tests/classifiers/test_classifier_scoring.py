@@ -119,6 +119,11 @@ def test_corpus_score_errors_are_clear(tiny_bundle_path, tmp_path, capsys):
         == 2
     )
     assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert (
+        corpus(["score", "--model", str(tiny_bundle_path), "--input", str(tmp_path), "--output", str(out)])
+        == 2
+    )
+    assert f"--input {tmp_path}: is a folder (expected one JSONL file)" in capsys.readouterr().err
 
 
 def test_corpus_score_output_mode_nested_ids_and_no_partial_file(tiny_bundle_path, tmp_path):
