@@ -16,6 +16,7 @@ other executors expect:
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -45,8 +46,34 @@ class RankFailed(RuntimeError):
         super().__init__(f"{name}: {len(failures)} rank(s) failed:\n" + "\n".join(lines))
 
 
+_TASK_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | <level>{level: <8}</level> | {name}:{function}:{line} - <level>{message}</level>"
+
+
+def _task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+    """datatrove's `add_task_logger` without loguru's variable dumps. With them, a failing rank printed every
+    local variable of every frame (document texts included: a strict run's bad line came with 250 lines) to the
+    worker's stderr and its task log. Now stderr gets the error's one line and `logs/task_NNNNN.log` the plain
+    traceback."""
+    logger.remove()
+    logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+    prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
+    logger.add(
+        sys.stderr,
+        level="INFO" if local_rank == 0 else "ERROR",
+        format=lambda _record: prefix + _TASK_FORMAT + "\n",  # a callable format: no traceback appended
+        backtrace=False,
+        diagnose=False,
+    )
+    logger.add(logfile, level="DEBUG", format=prefix + _TASK_FORMAT, backtrace=False, diagnose=False)
+    logger.info(f"Launching pipeline for {rank=}")
+    return logfile
+
+
 def _run_rank_payload(payload: bytes, rank: int) -> str:
     """Runs inside a Dask worker: unpickle a private copy of the executor and run one rank."""
+    import datatrove.executor.base
+
+    datatrove.executor.base.add_task_logger = _task_logger  # what `_run_for_rank` calls (see _task_logger)
     executor: DaskPipelineExecutor = cloudpickle.loads(payload)
     # datatrove prints a rank's INFO log to the console only for local_rank 0 (the argument has no other use);
     # every rank's full log is in logs/task_NNNNN.log either way

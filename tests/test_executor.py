@@ -206,7 +206,9 @@ def test_application_error_fails_rank_with_log_path(dask_client, tmp_path):
     assert info.value.failures.keys() == {1}
     assert "planted failure in rank 1" in str(info.value)
     assert f"{logs}/logs/task_00001.log" in str(info.value)
-    assert "planted failure" in (logs / "logs" / "task_00001.log").read_text()
+    log = (logs / "logs" / "task_00001.log").read_text()
+    assert "planted failure" in log and "Traceback (most recent call last)" in log
+    assert "│" not in log  # no loguru variable dumps under the frames (they printed document texts)
     assert sorted(p.name for p in (logs / "completions").iterdir()) == ["00000", "00002"]
 
 
