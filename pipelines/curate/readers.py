@@ -14,7 +14,6 @@ Documents leave with `metadata`: source, source_offset, url, crawl_date and kind
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from pipelines.curate.streams import (
     ZstdFrames,
     find_gzip_member,
     find_warc_record,
+    find_zstd_frame,
     warc_record_end,
 )
 
@@ -473,14 +473,35 @@ class CurateReader(PipelineStep):
         return self._doc(text, path, offset, kind, url, date, len(body))
 
     # -- JSON Lines ---------------------------------------------------------------------------------------
-    def _open_lines(self, raw: Any, unit: WorkUnit) -> Any:
+    def _open_lines(self, raw: Any, unit: WorkUnit, start: int) -> Any:
+        """Lines of the unit from compressed offset `start` (a gzip member or zstd frame; 0 for plain files,
+        which are positioned by the caller)."""
         if unit.compression == "gzip":
-            return Lines(gzip.GzipFile(fileobj=raw))
+            return Lines(GzipMembers(raw, start, raise_errors=True))
         if unit.compression == "zstd":
-            return Lines(ZstdFrames(raw))
+            return Lines(ZstdFrames(raw, start))
         return raw
 
+    @staticmethod
+    def _resume_offset(raw: Any, unit: WorkUnit, bad: int | None) -> int | None:
+        """Where reading goes on after the corrupt member or frame at compressed offset `bad`: the next gzip
+        member or zstd frame after it, or None (plain files, or nothing decodable follows)."""
+        if bad is None:
+            return None
+        if unit.compression == "gzip":
+            return find_gzip_member(raw, bad + 1, expect=b"")
+        if unit.compression == "zstd":
+            return find_zstd_frame(raw, bad + 1)
+        return None
+
     def _read_jsonl(self, unit: WorkUnit) -> Iterator[Document]:
+        """Read the lines of a unit; a corrupt gzip member or zstd frame costs only itself.
+
+        After a decoding error, reading restarts at the next gzip member or zstd frame that decodes, and the
+        loss is one `file_error_corrupt_compressed` at the compressed offset of the bad member or frame (how
+        many records it held cannot be known). Document offsets are positions in the decompressed lines
+        read, so they stay increasing and unique across a skipped member. Compressed files are never split.
+        """
         limit = self.settings.max_document_bytes
         raw = self._open(unit)
         if raw is None:
@@ -493,51 +514,68 @@ class CurateReader(PipelineStep):
                 while (piece := raw.readline(1 << 20)) and not piece.endswith(b"\n"):
                     pass
                 offset = raw.tell()
-            stream = self._open_lines(raw, unit)
             lines, failed = 0, False
-            while not (unit.split and offset >= unit.end):
-                size = 0
-                try:
-                    line = stream.readline(limit + 1)
-                    if len(line) > limit and not line.endswith(b"\n"):
-                        size = len(line)
-                        while line and not line.endswith(b"\n"):  # skip the rest without holding it
-                            line = stream.readline(1 << 20)
-                            size += len(line)
-                except EOFError as exc:
-                    failed = True
-                    self._file_error(
-                        f"truncated_{unit.compression}",
-                        unit.path,
-                        offset,
-                        f"compressed stream ends early ({exc})",
-                    )
-                    break
-                except Exception as exc:  # zlib/zstd errors, unreadable stream
-                    failed = True
-                    self._file_error("corrupt_compressed", unit.path, offset, f"cannot decompress ({exc})")
-                    break
-                if size:
+            start: int | None = 0  # compressed offset of the member or frame the next segment starts at
+            while start is not None:
+                stream = self._open_lines(raw, unit, start)
+                # a member or frame after a corrupt one may begin inside a line whose start was lost
+                resumed, start = start > 0, None
+                cut_at: int | None = None  # a record cut by the decoding error, counted after the file error
+                while not (unit.split and offset >= unit.end):
+                    size = 0
+                    try:
+                        line = stream.readline(limit + 1)
+                        if len(line) > limit and not line.endswith(b"\n"):
+                            size = len(line)
+                            while line and not line.endswith(b"\n"):  # skip the rest without holding it
+                                line = stream.readline(1 << 20)
+                                size += len(line)
+                    except Exception as exc:  # truncated, corrupt member or frame, junk, unreadable stream
+                        failed = True
+                        # named by its compressed offset; a plain file's error by the line's offset
+                        bad = getattr(exc, "offset", None)
+                        if isinstance(exc, EOFError):
+                            what = f"compressed stream ends early ({exc})"
+                            reason = f"truncated_{unit.compression}"
+                        else:
+                            start = self._resume_offset(raw, unit, bad)
+                            then = (
+                                f"resumed at offset {start}"
+                                if start is not None
+                                else "nothing decodable after it"
+                            )
+                            what, reason = f"cannot decompress ({exc}); {then}", "corrupt_compressed"
+                        self._file_error(reason, unit.path, offset if bad is None else bad, what)
+                        if cut_at is not None:  # after the file error, so that strict names the latter
+                            self._drop("truncated", unit.path, cut_at, "record cut by a decoding error")
+                        break
+                    if size:
+                        lines += 1
+                        resumed = False
+                        self._drop(
+                            "too_large", unit.path, offset, f"line of {size} bytes > read.max_document_bytes"
+                        )
+                        offset += size
+                        continue
+                    if not line:
+                        break
+                    line_offset, offset = offset, offset + len(line)
+                    if not line.strip():
+                        continue
                     lines += 1
-                    self._drop(
-                        "too_large", unit.path, offset, f"line of {size} bytes > read.max_document_bytes"
-                    )
-                    offset += size
-                    continue
-                if not line:
-                    break
-                line_offset, offset = offset, offset + len(line)
-                if not line.strip():
-                    continue
-                lines += 1
-                # the last bytes before a decoding error: a whole record before junk, or one cut short
-                cut = not line.endswith(b"\n") and getattr(stream, "error", None) is not None
-                if cut and not _parses(line):
-                    self._drop("truncated", unit.path, line_offset, "record cut by a decoding error")
-                    continue
-                doc = self._json_line(line, unit.path, line_offset)
-                if doc is not None:
-                    yield doc
+                    first, resumed = resumed, False
+                    # the last bytes before a decoding error: a whole record before junk, or one cut short
+                    cut = not line.endswith(b"\n") and getattr(stream, "error", None) is not None
+                    if cut and not _parses(line):
+                        cut_at = line_offset  # the next readline raises the error
+                        continue
+                    if first and not _parses(line):
+                        what = "record whose start was lost in a corrupt compressed block"
+                        self._drop("truncated", unit.path, line_offset, what)
+                        continue
+                    doc = self._json_line(line, unit.path, line_offset)
+                    if doc is not None:
+                        yield doc
             if lines == 0 and not unit.split and not failed:  # no bytes, or only blank lines
                 self._file_error("empty_file", unit.path, 0, "empty file (expected JSON Lines)")
 

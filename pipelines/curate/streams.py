@@ -7,6 +7,10 @@ stream. Common Crawl's index, and byte-range splitting, need the *compressed* of
 that holds each record. `GzipMembers` decompresses member by member with zlib, remembers where each member
 starts in the file, stops cleanly at a unit's end, and records truncation or trailing garbage instead of
 losing it.
+
+Both decoders know the compressed offset of the member or frame they are in, so that a reader can name it in
+an error and resume after a corrupt one (`find_gzip_member`, `find_zstd_frame`) instead of losing the rest of
+the file.
 """
 
 from __future__ import annotations
@@ -17,9 +21,28 @@ import zlib
 from typing import Any, BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528 little-endian: the start of every zstd data frame
 _CHUNK = 1 << 16
 # zstd input fed at a time: decompressobj has no output limit, and 1 KB expands to at most about 32 MB.
 _ZSTD_FEED = 1 << 10
+# How much a resume candidate must decode without error when its content is not known in advance (JSONL):
+# a magic number that occurs by chance inside compressed data fails well before that.
+_PROBE_BYTES = 4096
+# zstd output comes a whole block at a time: a real frame yields output within its first block, at most
+# 128 KB plus the frame and block headers.
+_ZSTD_PROBE = (128 + 1) << 10
+
+
+class CompressedDataError(ValueError):
+    """A gzip member or zstd frame that cannot be decoded; `offset` is where it starts in the compressed file."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+class TruncatedCompressedData(CompressedDataError, EOFError):
+    """The file ends inside the gzip member or zstd frame starting at `offset`."""
 
 
 class _ChunkedOutput(io.RawIOBase):
@@ -51,13 +74,18 @@ class GzipMembers(_ChunkedOutput):
     `truncated` is True when the file ended inside a member, and `corrupt` holds a message when a member
     cannot be decompressed (`bad_member` is then True) or bytes that are not gzip follow a member;
     `error_offset` is the compressed offset of the problem. The reader resumes at the next member.
+    NUL bytes between members (some writers pad with them) are skipped, as gzip.GzipFile does.
+
+    With `raise_errors`, reading raises TruncatedCompressedData or CompressedDataError (with `error_offset`)
+    once every byte decoded before the problem has been read, as a decoder under `Lines` must.
     """
 
-    def __init__(self, raw: BinaryIO, start: int = 0, stop: int | None = None):
+    def __init__(self, raw: BinaryIO, start: int = 0, stop: int | None = None, raise_errors: bool = False):
         super().__init__()
         self.raw = raw
         self.raw.seek(start)
         self.stop = stop
+        self.raise_errors = raise_errors
         self.pos_in = start  # compressed offset of the next unread input byte
         self.pos_out = 0  # decompressed bytes produced so far
         self.truncated = False
@@ -103,6 +131,11 @@ class GzipMembers(_ChunkedOutput):
                     self._done = True
                     return
             if self._decomp is None:  # at a member boundary
+                if self._pending[:1] == b"\x00":  # NUL padding: skip it, a member may follow
+                    rest = self._pending.lstrip(b"\x00")
+                    self.pos_in += len(self._pending) - len(rest)
+                    self._pending = rest
+                    continue
                 if len(self._pending) < 3 and not self._top_up():
                     self._pending_garbage()
                     return
@@ -147,23 +180,41 @@ class GzipMembers(_ChunkedOutput):
 
     def readinto(self, buffer) -> int:
         self._fill()
-        return self._serve(buffer)
+        n = self._serve(buffer)
+        if n == 0 and self.raise_errors:
+            self._raise()
+        return n
+
+    def _raise(self) -> None:
+        if self.truncated:
+            raise TruncatedCompressedData(
+                "gzip stream ends inside a member (truncated file)", self.error_offset or 0
+            )
+        if self.corrupt:
+            what = self.corrupt if self.member_count else "not gzip data"
+            raise CompressedDataError(what, self.error_offset or 0)
 
 
 class ZstdFrames(_ChunkedOutput):
-    """Decompressed bytes of a file of zstd frames; every byte decoded is returned before an error is raised.
+    """Decompressed bytes of a file of zstd frames from compressed offset `start`; every byte decoded is
+    returned before an error is raised.
 
     Why not ZstdDecompressor.stream_reader: a file cut inside a frame just ends there (no error, the tail
     vanishes and a tiny file looks empty), and on junk after the last frame it raises without returning the
-    output decoded from the same chunk, losing the last records. Here a cut frame raises EOFError and junk
-    raises ZstdError, each only once all the output before it has been read.
+    output decoded from the same chunk, losing the last records. Here a cut frame raises
+    TruncatedCompressedData (an EOFError) and a corrupt frame or junk raises CompressedDataError, each only
+    once all the output before it has been read, with the compressed offset where that frame (or the junk)
+    starts.
     """
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, start: int = 0):
         import zstandard
 
         super().__init__()
         self._raw = raw
+        self._raw.seek(start)
+        self._pos_in = start  # compressed offset of the next unread byte
+        self.frame_offset = start  # compressed offset where the current (or last) frame starts
         self._new_frame = zstandard.ZstdDecompressor().decompressobj
         self._frame: Any = None  # decompressor of the current frame; None between frames
         self._error: Exception | None = None
@@ -172,20 +223,27 @@ class ZstdFrames(_ChunkedOutput):
         import zstandard
 
         data, out = self._raw.read(_ZSTD_FEED), []
+        base = self._pos_in  # compressed offset of data[0]
+        self._pos_in += len(data)
         if not data:
             self._done = True
             if self._frame is not None:
-                self._error = EOFError("zstd stream ends inside a frame (truncated file)")
+                self._error = TruncatedCompressedData(
+                    "zstd stream ends inside a frame (truncated file)", self.frame_offset
+                )
         try:
             while data:
                 if self._frame is None:
-                    self._frame = self._new_frame()
+                    self._frame, self.frame_offset = self._new_frame(), base
                 out.append(self._frame.decompress(data))
-                data = b""
                 if self._frame.eof:
-                    data, self._frame = self._frame.unused_data, None
+                    unused = self._frame.unused_data
+                    base += len(data) - len(unused)
+                    data, self._frame = unused, None
+                else:
+                    data = b""
         except zstandard.ZstdError as exc:
-            self._error, self._done = exc, True
+            self._error, self._done = CompressedDataError(str(exc), self.frame_offset), True
         self._out, self._out_pos = b"".join(out), 0
 
     def readinto(self, buffer: Any) -> int:
@@ -252,8 +310,11 @@ def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int
     """Offset of the first gzip member at or after `start` whose data begins with `expect`, or None.
 
     A candidate is a gzip magic number that decompresses to a WARC header; random magic-like bytes inside
-    compressed data fail that check.
+    compressed data fail that check. With an empty `expect` (JSON Lines: a member may begin anywhere in a
+    line) the candidate must instead decode its first 4 KB (or all of itself) without error; one that yields
+    nothing from 64 KB of input (random header flags that announce a long extra field) is no member.
     """
+    want = len(expect) or _PROBE_BYTES
     pos = start
     raw.seek(pos)
     window = raw.read(_CHUNK * 4)
@@ -263,11 +324,12 @@ def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int
             candidate = pos + i
             raw.seek(candidate)
             head = raw.read(_CHUNK)
+            member = zlib.decompressobj(31)
             try:
-                out = zlib.decompressobj(31).decompress(head, len(expect))
+                out: bytes | None = member.decompress(head, want)
             except zlib.error:
-                out = b""
-            if out.startswith(expect):
+                out = None
+            if out is not None and out.startswith(expect) and (out or member.eof):
                 return candidate
             i = window.find(GZIP_MAGIC, i + 1)
         pos += max(len(window) - 2, 1)  # keep 2 bytes of overlap for a magic split across windows
@@ -275,6 +337,47 @@ def find_gzip_member(raw: BinaryIO, start: int, expect: bytes = b"WARC/") -> int
         window = raw.read(_CHUNK * 4)
         if len(window) < 3:
             return None
+    return None
+
+
+def _zstd_frame_at(raw: BinaryIO, offset: int) -> bool:
+    """True when the bytes at `offset` decode as the start of a zstd frame: its first block decodes.
+
+    Why decode: the 4-byte magic also occurs by chance inside compressed data; the frame header and block
+    headers that follow it then fail to decode, or announce a block that never yields output.
+    """
+    import zstandard
+
+    raw.seek(offset)
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    for _ in range(_ZSTD_PROBE // _ZSTD_FEED):
+        data = raw.read(_ZSTD_FEED)
+        if not data:  # a frame cut by the end of the file is still a frame: reading it reports the cut
+            return True
+        try:
+            out = frame.decompress(data)
+        except zstandard.ZstdError:
+            return False
+        if out or frame.eof:
+            return True
+    return False
+
+
+def find_zstd_frame(raw: BinaryIO, start: int) -> int | None:
+    """Offset of the first zstd frame at or after `start` (its magic number, and a header that decodes), or
+    None: where reading resumes after a corrupt frame."""
+    pos = start
+    raw.seek(pos)
+    window = raw.read(_CHUNK * 4)
+    while len(window) >= len(ZSTD_MAGIC):
+        i = window.find(ZSTD_MAGIC)
+        while i != -1:
+            if _zstd_frame_at(raw, pos + i):
+                return pos + i
+            i = window.find(ZSTD_MAGIC, i + 1)
+        pos += len(window) - (len(ZSTD_MAGIC) - 1)  # overlap: a magic split across windows
+        raw.seek(pos)
+        window = raw.read(_CHUNK * 4)
     return None
 
 
