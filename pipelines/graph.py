@@ -19,6 +19,7 @@ and flips `latest`; the state store changes only after that (pipelines.publish.s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -128,15 +129,20 @@ def changed_scoring(recorded: dict[str, Any], config: CorpusConfig) -> list[str]
     return changed
 
 
-def discover_inputs(config: CorpusConfig) -> dict[str, dict[str, Any]]:
-    """Every readable input under the configured globs: url -> {size, modified, etag} (curate's discovery)."""
+def discover_inputs(config: CorpusConfig) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """(every readable input under the configured globs: url -> {size, modified, etag}, the files skipped).
+
+    Curate's discovery. The skipped files ({path, reason}: broken links, FIFOs, files in no readable format) go
+    to the curate stage, which logs them and records them in `plan.json` and its summary, and counts the bad
+    ones as file errors; they are never marked seen, so each refresh reports them again until they are fixed.
+    """
     from pipelines.curate.inputs import InputError, discover
 
     try:
-        files, _skipped = discover(list(config.input))
+        files, skipped = discover(list(config.input))
     except InputError as exc:
         raise ConfigError(str(exc)) from None
-    return {f.path: input_mark(f.size, f.modified, f.etag) for f in files}
+    return {f.path: input_mark(f.size, f.modified, f.etag) for f in files}, skipped
 
 
 def batch_run_id(mode: str, config: CorpusConfig, inputs: dict[str, dict[str, Any]]) -> str:
@@ -147,9 +153,15 @@ def batch_run_id(mode: str, config: CorpusConfig, inputs: dict[str, dict[str, An
 
 # -- checks ---------------------------------------------------------------------------------------------------
 def preflight_all(config: CorpusConfig) -> None:
-    """Fail before taking the lock or starting a cluster: inputs, models, profile, synthetic settings."""
+    """Fail before taking the lock or starting a cluster: output folder, inputs, models, profile, synthetic."""
     from pipelines.curate.stage import preflight
 
+    try:  # OUT=/proc/x or a read-only mount failed inside the lock, as a FileNotFoundError traceback
+        config.out.mkdir(parents=True, exist_ok=True)
+        if not os.access(config.out, os.W_OK | os.X_OK):
+            raise PermissionError(f"[Errno {errno.EACCES}] no write permission")
+    except OSError as exc:
+        raise ConfigError(f"out: cannot create or write {config.out} ({exc.strerror or exc})") from None
     preflight(config)
     if config.synthetic.enabled and config.synthetic.target > 0:
         from pipelines.synthesize import preflight as synth_preflight
@@ -283,6 +295,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
     Raises LockHeld when another run holds the output root, StateError when the state store cannot be
     extended, ConfigError on bad settings. A refresh with no new input returns `{"status": "nothing new"}`.
     """
+    from pipelines.curate.inputs import describe_skipped, is_bad_input
     from pipelines.publish.lock import RunLock
 
     if mode not in MODES:
@@ -294,7 +307,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
         fault_point("after_lock")
         recovered = recover(config, mode)
         state = store.load()
-        seen = discover_inputs(config)
+        seen, skipped = discover_inputs(config)
         if mode == "refresh":
             check_refresh_allowed(config, store, state)
             batch = {
@@ -306,6 +319,12 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
             if recovered:  # the interrupted run was this batch: report it as what this refresh published
                 return {**recovered[-1], "seconds": round(time.time() - started, 1)}
             logger.info("refresh: nothing new")
+            # no curate stage runs to report bad inputs: said here, or a nightly refresh never mentions them
+            bad = [e for e in skipped if is_bad_input(e)]
+            if bad:
+                logger.warning(
+                    f"refresh: {len(bad)} bad input file(s) skipped; first {describe_skipped(bad[0])}"
+                )
             return nothing_new(config, state, started)
         run_id = run_id or batch_run_id(mode, config, batch)
         for summary in recovered:
@@ -322,7 +341,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
                     else ""
                 )
             )
-            journal = _run_stages(config, mode, run_id, batch, state, store)
+            journal = _run_stages(config, mode, run_id, batch, state, store, skipped)
             return finish_run(config, ctx_work, journal, started=started, log_path=log_path)
 
 
@@ -333,8 +352,11 @@ def _run_stages(
     batch: dict[str, dict[str, Any]],
     state: State | None,
     store: StateStore,
+    skipped: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """curate -> dedup -> mix -> synthesize -> publish on the cluster; return the run's journal (published)."""
+    """curate -> dedup -> mix -> synthesize -> publish on the cluster; return the run's journal (published).
+
+    `skipped` are the input files the listing skipped; the curate stage reports them."""
     from pipelines.curate.stage import run_curate
     from pipelines.dedup.stage import dedup_against_index, run_dedup
     from pipelines.mix.stage import mix_scored, run_mix
@@ -359,7 +381,7 @@ def _run_stages(
                 task_resources(config.synthetic, client)  # not after hours of curate, dedup and mix
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        ctx.results["curate"] = run_curate(ctx, sorted(batch))
+        ctx.results["curate"] = run_curate(ctx, sorted(batch), skipped=skipped)
         fault_point("after_curate")
         if mode == "refresh":
             ctx.results["dedup"] = dedup_against_index(
@@ -563,13 +585,20 @@ def run_summary(
         "new_inputs": inputs[:NEW_INPUTS_LISTED],
         "documents_in": curate.get("documents_in"),
         "unreadable_inputs": (curate.get("unreadable_inputs") or [])[:NEW_INPUTS_LISTED],
+        "unreadable_count": len(curate.get("unreadable_inputs") or []),
+        "skipped_inputs": (curate.get("skipped_files") or [])[:NEW_INPUTS_LISTED],
+        "skipped_count": sum((curate.get("skipped_by_reason") or {}).values()),
         "documents_curated": curate.get("documents_out"),
         "near_duplicates_removed": dedup.get("removed", 0),
         "documents_out": kept,
         "documents_total": mix.get("documents_in"),
         "mixture_rows": primary.get("rows"),
         "tiers": primary.get("tiers", {}),
-        "profiles": {name: {"rows": p.get("rows"), "tiers": p.get("tiers")} for name, p in profiles.items()},
+        "profiles": {
+            # feasible: false when the token budget or top-tier share could not be met (mixture.json says why)
+            name: {"rows": p.get("rows"), "tiers": p.get("tiers"), "feasible": p.get("feasible")}
+            for name, p in profiles.items()
+        },
         "dialogues_added": synth.get("added", synth.get("accepted", 0)),
         "dialogues_carried": synth.get("carried", 0),
         "dialogues_total": synth.get("total", synth.get("accepted", 0)),

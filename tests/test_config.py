@@ -138,6 +138,16 @@ def test_cli_exits_nonzero_with_one_line(tmp_path, override):
     assert not (tmp_path / "work").exists(), "no work may start on a bad config"
 
 
+def test_an_output_folder_that_cannot_be_made_is_a_config_error(capsys):
+    """It failed inside the run lock with a FileNotFoundError traceback."""
+    from pipelines.cli import main as corpus
+
+    assert corpus(["run", "out=/proc/prosocial-corpus-test", "synthetic.enabled=false"]) == 2
+    assert "out: cannot create or write /proc/prosocial-corpus-test (No such file or directory)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_bad_config_file(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("out: somewhere\ncurate:\n  langauges: [en]\n")

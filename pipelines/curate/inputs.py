@@ -53,6 +53,45 @@ class InputError(ValueError):
     """An input pattern that matches nothing, or an unreadable input root; names the pattern."""
 
 
+class MissingInput(InputError):
+    """An input pattern that names no file or folder (raised by the listing; the planner may tolerate it)."""
+
+
+# Files an input names that the curate stage does not read, each with why. All are listed in `plan.json` and
+# the stage summary and logged. Two kinds:
+# - bad inputs (BAD_INPUT_REASONS): files that look like inputs but cannot be read (a broken link, a FIFO, a
+#   file gone since it was listed). They are file errors of the curate stage, and a `strict` run stops at one.
+# - not read: files in no format the curate stage reads. Dataset folders hold LICENSE, README and metadata
+#   `.json` files beside the data, so these are reported (someone may have expected a `.csv` to be read) but
+#   are neither file errors nor a reason for `strict` to stop; an input entry that matches only such files is
+#   an error (`discover`).
+# Not listed at all (not inputs): hidden files (`.name`: writers' temp files) and marker files (`_name` in no
+# readable format: Hadoop/Spark `_SUCCESS`, Parquet `_metadata`).
+SKIP_REASONS = {
+    "broken_link": "a symbolic link whose target does not exist",
+    "not_regular_file": "not a regular file (a FIFO, socket or device would block or fail the reader)",
+    "unreadable": "no such file or folder any more (listed, then gone before the curate stage planned it)",
+    "unsupported_format": "not a format the curate stage reads: WARC, WET, JSONL, JSON Lines .json, Parquet, HTML",
+    "json_not_json_lines": "a .json file that is not JSON Lines (its first line is not one JSON object)",
+}
+BAD_INPUT_REASONS = frozenset({"broken_link", "not_regular_file", "unreadable"})
+
+
+def is_bad_input(entry: dict[str, str]) -> bool:
+    """Whether a skipped entry is a bad input (a file error; `strict` stops) rather than a file not read."""
+    return entry["reason"] in BAD_INPUT_REASONS
+
+
+def describe_skipped(entry: dict[str, str]) -> str:
+    """One line naming a skipped input file and why: `PATH: skipped (reason: explanation)`."""
+    reason = entry["reason"]
+    return f"{entry['path']}: skipped ({reason}: {SKIP_REASONS.get(reason, reason)})"
+
+
+def _not_an_input(name: str) -> bool:
+    return name.startswith(".") or (name.startswith("_") and detect_format(name) is None)
+
+
 def detect_format(path: str) -> tuple[str, str | None] | None:
     """(format, compression) from the file name, or None for files the curate stage does not read."""
     name = path.rsplit("/", 1)[-1].lower()
@@ -128,9 +167,13 @@ class Plan:
         )
 
 
-def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+    return protocol in ("file", "local")
+
+
+def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
 
 
 def _sniff_json_lines(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -178,6 +221,21 @@ def _regular_file(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]
     return info, "not_regular_file"
 
 
+def _entry(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """The listing entry of a path that is neither file nor folder (a FIFO, a broken link), or None."""
+    try:
+        return fs.info(path)
+    except FileNotFoundError:
+        pass
+    if not _is_local(fs):  # object stores have no links: missing is missing (and a prefix can be huge)
+        return None
+    # a broken link: `info` follows it; the folder's listing describes the link itself
+    try:
+        return next((i for i in fs.ls(fs._parent(path), detail=True) if i.get("name") == path), None)
+    except Exception:  # no such folder either: the path is simply missing
+        return None
+
+
 def _listing(
     pattern: str, storage_options: dict[str, Any] | None
 ) -> tuple[fsspec.AbstractFileSystem, dict[str, dict[str, Any]]]:
@@ -198,8 +256,10 @@ def _listing(
             found = fs.find(root, detail=True)
         elif fs.isfile(root):
             found = {root: fs.info(root)}
-        else:
-            raise InputError(f"input '{pattern}': no such file or folder")
+        else:  # a broken link or a FIFO named directly is classified like one in a folder
+            found = {root: info} if (info := _entry(fs, root)) else {}
+            if not found:
+                raise MissingInput(f"input '{pattern}': no such file or folder")
     except InputError:
         raise
     except Exception as exc:  # any backend's failure, reported with the pattern
@@ -208,41 +268,84 @@ def _listing(
 
 
 def discover(
-    inputs: list[str], storage_options: dict[str, Any] | None = None
+    inputs: list[str], storage_options: dict[str, Any] | None = None, *, listed: bool = False
 ) -> tuple[list[InputFile], list[dict]]:
     """Expand folders (recursively) and globs into readable input files, plus the files skipped and why.
 
-    Raises InputError naming the first pattern that matches no file at all.
+    Skipped entries are `{"path", "reason"}` with a reason of SKIP_REASONS. Raises InputError naming the first
+    pattern that matches no file at all, or only files the curate stage does not read.
+
+    `listed=True` is for planning inputs that an earlier discovery already accepted (the graph's listing of a
+    run's batch): an entry that is gone now, or no longer matches a readable file, is a skipped entry (reason
+    `unreadable` when gone, so it is not marked seen and the next refresh retries it), not an error. A pattern
+    that cannot be listed at all (no network, no credentials) is still an error.
     """
     files: dict[str, InputFile] = {}
-    skipped: list[dict[str, str]] = []
+    skipped: dict[str, dict[str, str]] = {}
     for pattern in inputs:
-        fs, found = _listing(pattern, storage_options)
+        try:
+            fs, found = _listing(pattern, storage_options)
+        except MissingInput:
+            if not listed:
+                raise
+            skipped.setdefault(pattern, {"path": pattern, "reason": "unreadable"})
+            continue
         if not found:
+            if listed:
+                skipped.setdefault(pattern, {"path": pattern, "reason": "unreadable"})
+                continue
             raise InputError(f"input '{pattern}': matches no files")
+        readable, mine = 0, []
         for path in sorted(found):
-            name = path.rsplit("/", 1)[-1]
-            if name.startswith("."):
-                continue  # hidden and temp files
+            if _not_an_input(path.rsplit("/", 1)[-1]):
+                continue
             url = _url(fs, path)
             if url in files:
+                readable += 1
                 continue
-            info, not_regular = _regular_file(fs, path, found[path])
-            if not_regular:
-                skipped.append({"path": url, "reason": not_regular})
+            reason, info, fmt, compression = _classify(fs, path, found[path])
+            if reason:
+                mine.append({"path": url, "reason": reason})
                 continue
-            detected = detect_format(path)
-            if detected is None:
-                skipped.append({"path": url, "reason": "unsupported_format"})
-                continue
-            fmt, compression = detected
-            if fmt == "jsonl?":
-                if info.get("size", 0) and not _sniff_json_lines(fs, path):
-                    skipped.append({"path": url, "reason": "json_not_json_lines"})
-                    continue
-                fmt = "jsonl"
+            readable += 1
             files[url] = InputFile(url, int(info.get("size") or 0), fmt, compression, *change_marks(info))
-    return [files[k] for k in sorted(files)], skipped
+        for entry in mine:
+            skipped.setdefault(entry["path"], entry)
+        if not readable and not listed:
+            raise InputError(f"input '{pattern}': {_nothing_readable(mine)}")
+    return [files[k] for k in sorted(files)], [skipped[k] for k in sorted(skipped)]
+
+
+def _classify(
+    fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any]
+) -> tuple[str | None, dict[str, Any], str, str | None]:
+    """(skip reason or None, info of the file read, format, compression) of one listed path."""
+    info, not_regular = _regular_file(fs, path, info)
+    if not_regular:
+        return not_regular, info, "", None
+    detected = detect_format(path)
+    if detected is None:
+        return "unsupported_format", info, "", None
+    fmt, compression = detected
+    if fmt == "jsonl?":
+        if info.get("size", 0) and not _sniff_json_lines(fs, path):
+            return "json_not_json_lines", info, fmt, compression
+        fmt = "jsonl"
+    return None, info, fmt, compression
+
+
+def _nothing_readable(skipped: list[dict[str, str]]) -> str:
+    """Why a pattern gave no input: the skipped files it matched, grouped by reason (the first few named)."""
+    if not skipped:
+        return "matches no input files (only hidden or marker files: names starting with '.' or '_')"
+    groups: dict[str, list[str]] = {}
+    for entry in skipped:
+        groups.setdefault(entry["reason"], []).append(entry["path"].rsplit("/", 1)[-1])
+    parts = []
+    for reason, names in groups.items():
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        parts.append(f"{', '.join(names[:3])}{more} ({reason}: {SKIP_REASONS[reason]})")
+    return "matches no file the curate stage reads; skipped " + "; ".join(parts)
 
 
 def _splittable(f: InputFile) -> bool:
@@ -331,8 +434,10 @@ def make_plan(
     split_bytes: int,
     min_split_bytes: int,
     storage_options: dict[str, Any] | None = None,
+    listed: bool = False,
 ) -> Plan:
-    files, skipped = discover(inputs, storage_options)
+    """Discover, cut and pack `inputs`; `listed=True` when they were listed before (see `discover`)."""
+    files, skipped = discover(inputs, storage_options, listed=listed)
     units = make_units(files, split_bytes, min_split_bytes, workers)
     return Plan(
         inputs=list(inputs),

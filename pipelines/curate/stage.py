@@ -27,9 +27,19 @@ from datatrove.utils.logging import logger
 from pipelines.atomic import write_json_atomic, write_text_atomic
 from pipelines.config import ConfigError, CorpusConfig
 from pipelines.context import RunContext
-from pipelines.curate.inputs import InputError, Plan, discover, make_plan
+from pipelines.curate.inputs import (
+    BAD_INPUT_REASONS,
+    InputError,
+    Plan,
+    describe_skipped,
+    discover,
+    is_bad_input,
+    make_plan,
+)
 
 STAGE = "curate"
+SKIPPED_LISTED = 100  # the stage summary lists at most this many skipped files (plan.json has them all)
+SKIPPED_LOGGED = 20  # and logs at most this many, one line each
 
 
 # -- checks before any work ---------------------------------------------------------------------------------
@@ -49,9 +59,11 @@ def preflight(config: CorpusConfig) -> None:
     if not config.input:
         raise ConfigError("input: no input given (set input=PATH_OR_GLOB)")
     try:
-        files, _skipped = discover(config.input)
+        files, skipped = discover(config.input)
     except InputError as exc:
         raise ConfigError(str(exc)) from None
+    if config.strict and any(is_bad_input(e) for e in skipped):
+        raise ConfigError(f"input: {strict_stop(skipped)}")
     if not files:
         raise ConfigError(
             f"input: {config.input} contains no readable files (WARC, WET, JSONL, Parquet, HTML)"
@@ -102,6 +114,13 @@ def preflight(config: CorpusConfig) -> None:
                 )
 
 
+def strict_stop(skipped: list[dict[str, str]]) -> str:
+    """The message a `strict` run stops with at the first bad input file of `skipped`."""
+    bad = [e for e in skipped if is_bad_input(e)]
+    more = f" ({len(bad) - 1} more like it)" if len(bad) > 1 else ""
+    return f"{describe_skipped(bad[0])}{more}; strict=true stops at the first input file it cannot read"
+
+
 def _scorer_and_dimensions(config: CorpusConfig) -> tuple[Any, list[str], str | None]:
     """(scoring step or None, dimensions for the ps_* columns, classifier version).
 
@@ -145,8 +164,19 @@ def _workers(ctx: RunContext) -> int:
     return ctx.config.cluster.n_workers
 
 
-def load_or_make_plan(stage: Path, inputs: list[str], config: CorpusConfig, workers: int) -> Plan:
-    """The saved plan when the input listing is unchanged; otherwise a new plan (and a clean stage folder)."""
+def load_or_make_plan(
+    stage: Path,
+    inputs: list[str],
+    config: CorpusConfig,
+    workers: int,
+    skipped: list[dict[str, str]] | None = None,
+) -> Plan:
+    """The saved plan when the input listing is unchanged; otherwise a new plan (and a clean stage folder).
+
+    `inputs` were listed before (by preflight or the graph), so one that is gone now is a skipped entry of the
+    plan, not an error (see `discover(listed=True)`). `skipped` are the files that earlier listing skipped (the
+    graph passes only readable files as `inputs`); the plan records them with its own.
+    """
     cur = config.curate
     plan = make_plan(
         list(inputs),
@@ -154,11 +184,17 @@ def load_or_make_plan(stage: Path, inputs: list[str], config: CorpusConfig, work
         workers=workers,
         split_bytes=cur.read.split_bytes,
         min_split_bytes=cur.read.min_split_bytes,
+        listed=True,
     )
+    merged = {e["path"]: e for e in [*(skipped or []), *plan.skipped]}
+    plan.skipped = [merged[k] for k in sorted(merged)]
     saved_path = stage / "plan.json"
     if saved_path.is_file():
         saved = Plan.from_json(saved_path.read_text())
         if saved.fingerprint() == plan.fingerprint() and saved.inputs == plan.inputs:
+            if saved.skipped != plan.skipped:  # the same files to read; what is skipped beside them changed
+                saved.skipped = plan.skipped
+                write_text_atomic(saved_path, saved.to_json())
             return saved
         logger.warning(f"{STAGE}: inputs changed since {saved_path} was planned; starting the stage over")
         for sub in ("completions", "stats", "ranks", "output", "counts", "excluded", "logs"):
@@ -229,29 +265,83 @@ def _summary(all_counts: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def run_curate(ctx: RunContext, inputs: list[str]) -> dict[str, Any]:
+def _report_skipped(plan: Plan, inputs: list[str], strict: bool, plan_path: Path) -> dict[str, Any]:
+    """Log the plan's skipped files and return them for the summary; with `strict`, stop at the first bad one.
+
+    Why here: the graph lists the inputs before the run log exists and passes on only readable files; this is
+    where the run's log and summary learn what was not read. Bad inputs (broken links, FIFOs, files gone since
+    listing) are logged one by one as warnings; files in no readable format (LICENSE, README, a `.csv`) in one
+    line. An input of the batch itself that was skipped (gone or changed since it was listed) was not read: it
+    is an unreadable input, which the state store does not mark seen, so the next refresh retries it.
+    """
+    skipped = plan.skipped
+    bad = [e for e in skipped if is_bad_input(e)]
+    if strict and bad:
+        raise InputError(strict_stop(skipped))
+    by_reason: dict[str, int] = {}
+    for entry in skipped:
+        by_reason[entry["reason"]] = by_reason.get(entry["reason"], 0) + 1
+    for entry in bad[:SKIPPED_LOGGED]:
+        logger.warning(f"{STAGE}: bad input {describe_skipped(entry)}")
+    if len(bad) > SKIPPED_LOGGED:
+        logger.warning(f"{STAGE}: {len(bad) - SKIPPED_LOGGED} more bad input files skipped (see {plan_path})")
+    not_read = [e for e in skipped if not is_bad_input(e)]
+    if not_read:
+        names = ", ".join(e["path"] for e in not_read[:5]) + (", ..." if len(not_read) > 5 else "")
+        counts = ", ".join(f"{r} {n}" for r, n in sorted(by_reason.items()) if r not in BAD_INPUT_REASONS)
+        logger.info(f"{STAGE}: {len(not_read)} files in no format it reads are not read ({counts}): {names}")
+    named = set(inputs)
+    return {
+        "skipped_files": skipped[:SKIPPED_LISTED],
+        "skipped_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unreadable_inputs": sorted(e["path"] for e in skipped if e["path"] in named),
+    }
+
+
+def _with_skipped(summary: dict[str, Any], skipped: dict[str, Any]) -> dict[str, Any]:
+    """The stage summary with the skipped bad inputs counted among its file errors, and the skipped files."""
+    errors = dict(summary["file_errors"])
+    for reason, n in skipped["skipped_by_reason"].items():
+        if reason in BAD_INPUT_REASONS:
+            errors[reason] = errors.get(reason, 0) + n
+    return {
+        **summary,
+        "file_errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unreadable_inputs": sorted({*summary["unreadable_inputs"], *skipped["unreadable_inputs"]}),
+        "skipped_files": skipped["skipped_files"],
+        "skipped_by_reason": skipped["skipped_by_reason"],
+    }
+
+
+def run_curate(
+    ctx: RunContext, inputs: list[str], skipped: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     """Curate `inputs` into `work/<run_id>/curate/output/*.parquet`; return the stage summary.
 
-    The summary has `output_dir`, `documents_in`, `documents_out`, `dropped` {reason: n}, `file_errors`,
-    `repaired`, `shards`, `counts_dir` (per-shard JSON) and `counts_table` (per-shard Parquet).
+    The summary has `output_dir`, `documents_in`, `documents_out`, `dropped` {reason: n}, `file_errors`
+    {reason: n} (the readers' and the skipped bad input files'), `repaired`, `unreadable_inputs`,
+    `skipped_files` (the first SKIPPED_LISTED, each {path, reason}; `plan.json` has all), `skipped_by_reason`
+    (bad inputs and files in no readable format; see pipelines.curate.inputs.SKIP_REASONS), `shards`,
+    `counts_dir` (per-shard JSON) and `counts_table` (per-shard Parquet). `skipped` are input files an earlier
+    listing skipped (the graph's); with `strict` the stage stops at the first bad one.
     """
     from pipelines.curate.finalize import finalize
     from pipelines.executor import DaskPipelineExecutor
 
     config = ctx.config
     stage = ctx.stage_dir(STAGE)
-    plan = load_or_make_plan(stage, inputs, config, _workers(ctx))
+    plan = load_or_make_plan(stage, inputs, config, _workers(ctx), skipped)
+    skipped_report = _report_skipped(plan, list(inputs), config.strict, stage / "plan.json")
     result: dict[str, Any] = {
         "output_dir": str(stage / "output"),
         "counts_dir": str(stage / "counts"),
         "counts_table": str(stage / "counts.parquet"),
         "ranks": plan.world_size,
-        "skipped_files": plan.skipped,
     }
     (stage / "output").mkdir(parents=True, exist_ok=True)
     if plan.world_size == 0:
         logger.warning(f"{STAGE}: no readable input files in {list(inputs)}")
-        return {**result, **_summary([]), "shards": 0}
+        return {**result, **_with_skipped(_summary([]), skipped_report), "shards": 0}
     steps, facts = build_pipeline(plan, config, stage)
     executor = DaskPipelineExecutor(
         steps,
@@ -265,7 +355,7 @@ def run_curate(ctx: RunContext, inputs: list[str]) -> dict[str, Any]:
     all_counts = finalize(
         stage, plan.world_size, exact_dedup=config.curate.exact_dedup, exclusions=config.curate.exclusions
     )
-    summary = _summary(all_counts)
+    summary = _with_skipped(_summary(all_counts), skipped_report)
     if summary["unaccounted"]:
         logger.error(f"{STAGE}: {summary['unaccounted']} documents unaccounted for; see {stage / 'counts'}")
     shards = sum(1 for c in all_counts if c.get("shard"))

@@ -77,6 +77,16 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
                 + (f", ... ({len(top) - 8} more)" if len(top) > 8 else "")
             )
 
+    # bad input files (and files in no readable format) are events, not documents: not in the drops above
+    events = tables.get("events", pd.DataFrame(columns=["stage", "kind", "reason", "count"]))
+    for kind, title in (("file_errors", "input file errors"), ("not_read", "input files not read")):
+        chosen = events[events["kind"] == kind] if len(events) else events
+        if len(chosen):
+            lines += ["", f"{title}, by stage and reason (`--table events`):"]
+            for stage, group in chosen.groupby("stage", sort=False):
+                top = group.groupby("reason")["count"].sum().sort_values(ascending=False)
+                lines.append(f"  {stage}: " + ", ".join(f"{r} {n}" for r, n in top.items()))
+
     primary = primary_dataset(tables)
     if primary:
         lang = tables["languages"]

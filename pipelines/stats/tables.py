@@ -19,7 +19,7 @@ name, `shard` = file name):
 | `tiers` | dataset, tier | scored-input documents/tokens, mixture rows/documents/tokens, factor, effective epochs, share |
 | `tier_shards` | stage, dataset, shard, tier | mixture rows, documents, tokens, max copies per shard |
 | `synthetic` | outcome, reason, dimension | dialogues attempted, accepted, rejected (first reason), checks failed |
-| `events` | stage, dataset, shard, kind, reason | non-document events: input file errors, repaired records |
+| `events` | stage, dataset, shard, kind, reason | non-document events: input file errors, repaired records, files not read (shard empty: skipped unread) |
 | `categories` | stage, dataset, shard, column, value | counts of categorical columns of dialogues (`dimension`, `model`) |
 | `steps` / `step_ranks` | stage, pipeline, [rank,] step, stat | datatrove counters, merged over ranks / per rank |
 | `version` | - | version id, parent, run id, config hash, classifier version, profiles, created |
@@ -222,6 +222,24 @@ def _shard_accounting(
                 for kind in ("file_errors", "repaired"):
                     for reason, count in (counts.get(kind) or {}).items():
                         events.append({**keys, "kind": kind, "reason": reason, "count": int(count)})
+            # input files skipped before any rank read them, events of the stage rather than of a shard: bad
+            # inputs (broken links, FIFOs, gone since listing) are file errors; files in no readable format
+            # (LICENSE, a .csv) are `not_read`
+            from pipelines.curate.inputs import BAD_INPUT_REASONS
+
+            curate = ctx.results.get("curate") or {}
+            for reason, count in (curate.get("skipped_by_reason") or {}).items():
+                kind = "file_errors" if reason in BAD_INPUT_REASONS else "not_read"
+                events.append(
+                    {
+                        "stage": ds.stage,
+                        "dataset": ds.dataset,
+                        "shard": None,
+                        "kind": kind,
+                        "reason": reason,
+                        "count": int(count),
+                    }
+                )
         elif ds.stage == "synthesize":
             more_inputs, more_drops, dims = _synthesize_accounting(ctx, ds)
             inputs += more_inputs

@@ -198,3 +198,73 @@ def test_fsspec_urls(tmp_path):
     path = write_jsonl(tmp_path / "f.jsonl", [{"text": prose(2)}])
     docs, _ = read_reader([f"file://{path}"])
     assert len(docs) == 1
+
+
+def _repro_folder(root):
+    """The reported folder: one input, a broken link, a FIFO, a JSON array, a note and a CSV."""
+    import os
+
+    folder = root / "mixed"
+    write_jsonl(folder / "a.jsonl", [{"text": prose(1)}])
+    os.symlink(root / "nowhere.jsonl", folder / "broken.jsonl")
+    os.mkfifo(folder / "fifo.jsonl")
+    (folder / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+    (folder / "notes.txt").write_text("a note")
+    (folder / "data.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+def test_an_input_entry_matching_only_files_it_cannot_read_is_an_error_naming_it(tmp_path):
+    """Like a glob matching nothing: a glob of CSVs, a broken link or a FIFO named directly, a folder of notes."""
+    import os
+
+    folder = _repro_folder(tmp_path)
+    write_jsonl(tmp_path / "ok" / "b.jsonl", [{"text": prose(2)}])
+    ok = str(tmp_path / "ok")
+    with pytest.raises(InputError, match=r"input '.*/mixed/\*\.csv': .*data\.csv \(unsupported_format"):
+        discover([ok, str(folder / "*.csv")])
+    with pytest.raises(
+        InputError, match=r"input '.*/broken\.jsonl': .*broken\.jsonl \(broken_link: a symbolic"
+    ):
+        discover([ok, str(folder / "broken.jsonl")])
+    with pytest.raises(InputError, match=r"input '.*/fifo\.jsonl': .*\(not_regular_file"):
+        discover([ok, str(folder / "fifo.jsonl")])
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.md").write_text("x")
+    with pytest.raises(InputError, match=r"input '.*/notes': .*README\.md \(unsupported_format"):
+        discover([ok, str(notes)])
+    # an entry naming a file another entry already found is fine; so is the folder with readable files in it
+    files, skipped = discover([str(folder), str(folder / "a.jsonl")])
+    assert [f.path for f in files] == [str(folder / "a.jsonl")]
+    assert {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in skipped} == {
+        "arr.json": "json_not_json_lines",
+        "broken.jsonl": "broken_link",
+        "data.csv": "unsupported_format",
+        "fifo.jsonl": "not_regular_file",
+        "notes.txt": "unsupported_format",
+    }
+    # marker files of Hadoop/Spark/Parquet writers are not inputs at all (neither read nor reported)
+    (tmp_path / "ok" / "_SUCCESS").write_text("")
+    (tmp_path / "ok" / "_metadata").write_bytes(b"PAR1")
+    files, skipped = discover([ok])
+    assert [f.path.rsplit("/", 1)[-1] for f in files] == ["b.jsonl"] and skipped == []
+    os.remove(tmp_path / "ok" / "b.jsonl")
+    with pytest.raises(InputError, match="only hidden or marker files"):
+        discover([ok])
+
+
+def test_a_listed_input_gone_before_planning_is_an_unreadable_entry_of_the_plan(tmp_path):
+    """The graph lists a batch, then the curate stage plans it: a file moved away in between is a skipped
+    entry (reason `unreadable`), not an InputError that stops the run; without `listed` it is still an error."""
+    kept = write_jsonl(tmp_path / "kept.jsonl", [{"text": prose(1)}])
+    gone = write_jsonl(tmp_path / "gone.jsonl", [{"text": prose(2)}])
+    gone.rename(tmp_path / "moved.jsonl.tmp")
+    with pytest.raises(InputError, match="no such file or folder"):
+        make_plan([str(kept), str(gone)], tasks=0, workers=1, split_bytes=1 << 20, min_split_bytes=1 << 12)
+    plan = make_plan(
+        [str(kept), str(gone)], tasks=0, workers=1, split_bytes=1 << 20, min_split_bytes=1 << 12, listed=True
+    )
+    assert [f.path for f in plan.files] == [str(kept)] and len(plan.units) == 1
+    assert plan.skipped == [{"path": str(gone), "reason": "unreadable"}]
+    assert type(plan).from_json(plan.to_json()).skipped == plan.skipped

@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from curate_fixtures import DE_SENTENCES, FR_SENTENCES, html_page, prose, read_counts, run_stage, write_jsonl
 
+from pipelines.config import load_config
+from pipelines.context import RunContext
 from pipelines.parquet import list_parquet, scored_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -366,3 +368,113 @@ def test_a_moved_shard_is_durable_before_its_counts_marker(tmp_path, monkeypatch
     moved = events.index(("replace", str(root / "output" / "00000.parquet")))
     marker = events.index(("replace", str(root / "counts" / "00000.json")))
     assert ("fsync", str(root / "output")) in events[moved:marker], events
+
+
+def _mixed_folder(root: Path) -> Path:
+    """The reported folder: one input, a broken link, a FIFO, a JSON array, a note and a CSV."""
+    import os
+
+    folder = root / "mixed"
+    write_jsonl(folder / "a.jsonl", [{"text": prose(i), "url": f"https://a.org/{i}"} for i in range(3)])
+    os.symlink(root / "nowhere.jsonl", folder / "broken.jsonl")
+    os.mkfifo(folder / "fifo.jsonl")
+    (folder / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+    (folder / "notes.txt").write_text("a note")
+    (folder / "data.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+@pytest.fixture
+def log_lines():
+    from datatrove.utils.logging import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+def test_skipped_input_files_reach_the_plan_the_counts_and_the_log(tmp_path, dask_client, log_lines):
+    """Broken links and FIFOs are bad inputs: in plan.json, counted as file errors, logged one by one; files in
+    no readable format are listed and logged too, but are not file errors. Both when the stage lists a folder
+    itself and when it gets the graph's listing (readable files as inputs, the skipped ones beside them)."""
+    from pipelines.curate.inputs import discover
+    from pipelines.curate.stage import run_curate
+
+    folder = _mixed_folder(tmp_path)
+    reasons = {
+        "arr.json": "json_not_json_lines",
+        "broken.jsonl": "broken_link",
+        "data.csv": "unsupported_format",
+        "fifo.jsonl": "not_regular_file",
+        "notes.txt": "unsupported_format",
+    }
+    summary, stage = run_stage(tmp_path / "out", [folder], dask_client)
+    plan = json.loads((stage / "plan.json").read_text())
+    assert {Path(s["path"]).name: s["reason"] for s in plan["skipped"]} == reasons
+    assert summary["documents_out"] == 3 and summary["unreadable_inputs"] == []
+    assert summary["file_errors"] == {"broken_link": 1, "not_regular_file": 1}
+    assert summary["skipped_by_reason"] == {
+        "unsupported_format": 2,
+        "broken_link": 1,
+        "json_not_json_lines": 1,
+        "not_regular_file": 1,
+    }
+    assert {Path(s["path"]).name for s in summary["skipped_files"]} == set(reasons)
+    saved = json.loads((stage / "summary.json").read_text())
+    assert saved["file_errors"] == summary["file_errors"]
+    log = "\n".join(log_lines)
+    for name in reasons:
+        assert str(folder / name) in log, f"{name} is not in the log"
+    assert f"{folder / 'broken.jsonl'}: skipped (broken_link" in log
+
+    # as `corpus run` calls it: the graph's listing passes readable files, and what it skipped
+    files, skipped = discover([str(folder)])
+    config = load_config(None, [f"out={tmp_path / 'out2'}", f"input={folder}", "curate.score=false"])
+    ctx = RunContext(config=config, client=dask_client, run_id="run-graph")
+    summary = run_curate(ctx, [f.path for f in files], skipped=skipped)
+    plan = json.loads((ctx.stage_dir("curate") / "plan.json").read_text())
+    assert {Path(s["path"]).name: s["reason"] for s in plan["skipped"]} == reasons
+    assert summary["file_errors"] == {"broken_link": 1, "not_regular_file": 1}
+
+
+def test_strict_stops_at_the_first_bad_input_file_naming_it_and_the_reason(tmp_path, dask_client):
+    from pipelines.config import ConfigError
+    from pipelines.curate.inputs import InputError, discover
+    from pipelines.curate.stage import preflight, run_curate
+
+    folder = _mixed_folder(tmp_path)
+    broken = re.escape(f"{folder / 'broken.jsonl'}: skipped (broken_link: a symbolic link")
+    with pytest.raises(ConfigError, match=broken):
+        preflight(load_config(None, [f"input={folder}", "strict=true"]))
+    # the stage itself stops too (a link broken after preflight), before any rank runs
+    files, skipped = discover([str(folder)])
+    config = load_config(
+        None, [f"out={tmp_path / 'out'}", f"input={folder}", "curate.score=false", "strict=true"]
+    )
+    ctx = RunContext(config=config, client=dask_client, run_id="run-strict")
+    with pytest.raises(InputError, match=broken):
+        run_curate(ctx, [f.path for f in files], skipped=skipped)
+    assert not (ctx.stage_dir("curate") / "completions").exists()
+    # files in no readable format are not bad inputs: strict does not stop at them
+    for name in ("broken.jsonl", "fifo.jsonl"):
+        (folder / name).unlink()
+    preflight(load_config(None, [f"input={folder}", "strict=true"]))
+
+
+def test_a_batch_input_gone_before_planning_is_unreadable_not_a_crash(tmp_path, dask_client):
+    """The graph listed two new files; one is moved away before the curate stage plans: the other is curated,
+    the gone one is a file error and an unreadable input (the state store does not mark it seen)."""
+    from pipelines.curate.stage import run_curate
+    from pipelines.graph import committed_inputs
+
+    kept = write_jsonl(tmp_path / "in" / "new1.jsonl", [{"text": prose(1)}])
+    gone = write_jsonl(tmp_path / "in" / "new7.jsonl", [{"text": prose(2)}])
+    config = load_config(None, [f"out={tmp_path / 'out'}", f"input={tmp_path / 'in'}", "curate.score=false"])
+    ctx = RunContext(config=config, client=dask_client, run_id="run-gone")
+    gone.rename(tmp_path / "elsewhere.jsonl")
+    summary = run_curate(ctx, [str(kept), str(gone)])
+    assert summary["documents_out"] == 1 and summary["unreadable_inputs"] == [str(gone)]
+    assert summary["file_errors"] == {"unreadable": 1}
+    batch = {str(kept): {"size": 1}, str(gone): {"size": 2}}
+    assert list(committed_inputs(batch, summary)) == [str(kept)]

@@ -350,3 +350,52 @@ def test_scoring_identity_of_states_written_before_settings_were_recorded():
         == []
     )
     assert changed_scoring(recorded, load_config(None, ["dedup.n_grams=7"])) == ["dedup.n_grams: 5 -> 7"]
+
+
+def test_an_input_moved_away_after_listing_is_unreadable_and_the_next_refresh_retries_it(world, monkeypatch):
+    """Moved between the listing ('input(s) to curate') and the curate plan: the refresh failed with
+    InputError. Now it publishes the rest, reports the file unreadable and leaves it unseen; skipped input
+    files (a broken link, a note) are in the summary, the run log and the stats."""
+    import pipelines.graph as graph
+    from pipelines.config import load_config
+
+    out, new = world["out"], world["new"]
+    write_shard(new / "b.jsonl", list(range(100, 104)))
+    moved = write_shard(new / "new7.jsonl", list(range(110, 113)))
+    away = new.parent / "new7.jsonl.away"
+    os.symlink(new / "nowhere.jsonl", new / "broken.jsonl")
+    (new / "notes.txt").write_text("not an input")
+    listing = graph.discover_inputs
+
+    def list_then_move(config):
+        found = listing(config)
+        moved.rename(away)
+        return found
+
+    monkeypatch.setattr(graph, "discover_inputs", list_then_move)
+    summary = graph.run_graph(load_config(None, world["overrides"]()), mode="refresh")
+    monkeypatch.undo()
+    assert summary["status"] == "published" and summary["version"] == "v2"
+    assert summary["new_inputs"] == [str(new / "b.jsonl")] and summary["documents_in"] == 4
+    assert summary["unreadable_inputs"] == [str(moved)] and summary["unreadable_count"] == 1
+    assert summary["skipped_count"] == 3
+    assert {Path(s["path"]).name: s["reason"] for s in summary["skipped_inputs"]} == {
+        "broken.jsonl": "broken_link",
+        "new7.jsonl": "unreadable",
+        "notes.txt": "unsupported_format",
+    }
+    assert str(moved) not in state_of(out)["inputs"]
+    log = Path(summary["log"]).read_text()
+    assert f"{new / 'broken.jsonl'}: skipped (broken_link" in log and str(new / "notes.txt") in log
+    events = stats.load(out)["events"]
+    curate = events[(events["stage"] == "curate") & events["shard"].isna()]
+    assert sorted(zip(curate["kind"], curate["reason"], curate["count"], strict=True)) == [
+        ("file_errors", "broken_link", 1),
+        ("file_errors", "unreadable", 1),
+        ("not_read", "unsupported_format", 1),
+    ]
+
+    away.rename(moved)
+    again = summary_of(corpus("refresh", world["overrides"]()))
+    assert again["version"] == "v3" and again["new_inputs"] == [str(moved)] and again["documents_in"] == 3
+    assert again["unreadable_inputs"] == [] and str(moved) in state_of(out)["inputs"]
