@@ -237,16 +237,18 @@ def _entry(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
 
 
 def _listing(
-    pattern: str, storage_options: dict[str, Any] | None
+    pattern: str, storage_options: dict[str, Any] | None, literal: bool = False
 ) -> tuple[fsspec.AbstractFileSystem, dict[str, dict[str, Any]]]:
     """The filesystem of `pattern` and every file it names (folders expanded), or an InputError naming it.
 
     Why the wrapping: a remote listing fails with the filesystem's own exception (no credentials, no network,
-    a missing fsspec backend) and a traceback; the user needs the input and the reason in one line.
+    a missing fsspec backend) and a traceback; the user needs the input and the reason in one line. A path
+    that exists as written is never globbed (`a[1].jsonl`, a folder `in[v2]`), nor is any `literal` one (paths
+    an earlier listing returned).
     """
     try:
         fs, root = fsspec.core.url_to_fs(pattern, **dict(storage_options or {}))
-        if any(ch in root for ch in "*?["):
+        if any(ch in root for ch in "*?[") and not literal and not fs.exists(root):
             matches = fs.glob(root, detail=True)
             found = {p: info for p, info in matches.items() if info.get("type") != "directory"}
             for p, info in matches.items():
@@ -284,7 +286,7 @@ def discover(
     skipped: dict[str, dict[str, str]] = {}
     for pattern in inputs:
         try:
-            fs, found = _listing(pattern, storage_options)
+            fs, found = _listing(pattern, storage_options, literal=listed)
         except MissingInput:
             if not listed:
                 raise

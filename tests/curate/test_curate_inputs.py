@@ -268,3 +268,16 @@ def test_a_listed_input_gone_before_planning_is_an_unreadable_entry_of_the_plan(
     assert [f.path for f in plan.files] == [str(kept)] and len(plan.units) == 1
     assert plan.skipped == [{"path": str(gone), "reason": "unreadable"}]
     assert type(plan).from_json(plan.to_json()).skipped == plan.skipped
+
+
+def test_names_with_glob_characters_are_read_as_written(tmp_path):
+    """`a[1].jsonl` was re-planned as the pattern a[1] (which matched a1.jsonl), so it was marked seen unread."""
+    odd = write_jsonl(tmp_path / "in[v2]" / "a[1].jsonl", [{"text": prose(1)}])
+    other = write_jsonl(tmp_path / "in[v2]" / "a1.jsonl", [{"text": prose(2)}])
+    args = {"tasks": 0, "workers": 1, "split_bytes": 1 << 20, "min_split_bytes": 1 << 12}
+    listed = make_plan([str(tmp_path / "in[v2]")], **args)
+    assert sorted(f.path for f in listed.files) == sorted([str(odd), str(other)])
+    replanned = make_plan([str(odd)], listed=True, **args)
+    assert [f.path for f in replanned.files] == [str(odd)] and replanned.skipped == []
+    assert [f.path for f in make_plan([str(odd)], **args).files] == [str(odd)]  # exists as written
+    assert [f.path for f in make_plan([str(tmp_path / "in[[]v2]" / "a?.jsonl")], **args).files] == [str(other)]
