@@ -118,12 +118,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given here may override it
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # a list or mapping as a key: PyYAML's own error says so, with the line
+                break
+            if repeated:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key '{key}' (each key may appear once)", key_node.start_mark
                 )
-            seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 

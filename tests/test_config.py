@@ -124,6 +124,14 @@ def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(tmp_path):
     path.write_text("curate:\n  languages: [de]\n  languages: [en]\n")
     with pytest.raises(ConfigError, match=r"line 3: invalid YAML \(duplicate key 'languages'"):
         load_config(path)
+    # YAML merge keys still work, and a key given beside one overrides the merged value
+    from classifiers.yamlconfig import read_yaml
+
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "base: &b {languages: [de], exact_dedup: false}\ncurate:\n  <<: *b\n  languages: [fr]\n"
+    )
+    assert read_yaml(merged)["curate"] == {"languages": ["fr"], "exact_dedup": False}
 
 
 @pytest.mark.parametrize("override", ["cluster.n_wrkers=2", "cluster.n_workers=two"])
