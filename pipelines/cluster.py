@@ -157,6 +157,20 @@ def slurm_cluster(config: ClusterConfig, scale: bool = True):
     return cluster
 
 
+def gpus_to_pin(config: ClusterConfig) -> int:
+    """GPUs each worker is pinned to by PinGPUs, 0 for none.
+
+    A SLURM job with one GPU runs one worker, named SLURMCluster-<job> (no index), and SLURM already shows it
+    only that GPU: nothing to pin (reading the job number as a device index failed). A job with N GPUs runs N
+    workers named SLURMCluster-<job>-<i>, one GPU each.
+    """
+    if config.kind == "local":
+        return config.gpus_per_worker
+    if config.kind == "slurm":
+        return int(config.slurm.gpus_per_job > 1)
+    return 0
+
+
 class ClusterUnreachable(RuntimeError):
     """`cluster.kind=address` names a scheduler that does not answer."""
 
@@ -179,7 +193,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
-    per_worker = config.gpus_per_worker if config.kind == "local" else int(bool(config.slurm.gpus_per_job))
+    per_worker = gpus_to_pin(config)
     try:
         with Client(cluster) as client:
             if per_worker:
@@ -215,12 +229,9 @@ def _wait_for_slurm(client: Client, slurm: SlurmConfig) -> None:
 def visible_devices(worker_name: object, visible: str | None, per_worker: int) -> str:
     """The CUDA_VISIBLE_DEVICES of one worker: its own `per_worker` devices of what the host (or SLURM job)
     shows, chosen by the worker's index on the host (LocalCluster names workers 0, 1, ...; `dask worker
-    --nworkers N` names them NAME-0 ... NAME-(N-1)). When the host shows exactly one worker's share (a SLURM job
-    with one GPU worker, named SLURMCluster-<job> without an index), that share is the worker's."""
+    --nworkers N` names them NAME-0 ... NAME-(N-1))."""
     text = str(worker_name)
     devices = visible.split(",") if visible else [str(i) for i in range(64)]
-    if visible and len(devices) == per_worker:
-        return ",".join(devices)
     tail = text.rsplit("-", 1)[-1]
     index = int(tail) if tail.isdigit() else 0
     mine = devices[index * per_worker : (index + 1) * per_worker]

@@ -175,6 +175,17 @@ def test_shipped_configs_validate(path):
         assert loaded[key] == expected, key
 
 
+def test_gpu_workers_are_pinned_only_where_a_host_shows_them_several_gpus():
+    """A one-GPU SLURM job's worker is SLURMCluster-<job>: pinning read the job number as a device index."""
+    from pipelines.cluster import ClusterConfig, gpus_to_pin
+
+    def slurm(gpus: int) -> ClusterConfig:
+        return ClusterConfig.model_validate({"kind": "slurm", "slurm": {"gpus_per_job": gpus}})
+
+    assert [gpus_to_pin(slurm(g)) for g in (0, 1, 2, 4)] == [0, 0, 1, 1]
+    assert gpus_to_pin(ClusterConfig(gpus_per_worker=2)) == 2 and gpus_to_pin(ClusterConfig()) == 0
+
+
 def test_slurm_job_script_has_single_threaded_non_daemonic_gpu_workers():
     from pipelines.cluster import ClusterConfig, slurm_cluster
 
@@ -204,8 +215,6 @@ def test_each_gpu_worker_gets_devices_of_its_own():
     assert [visible_devices(i, None, 1) for i in range(3)] == ["0", "1", "2"]  # LocalCluster names
     assert visible_devices("SLURMCluster-7-1", "4,5", 1) == "5"  # dask worker --nworkers: NAME-<index>
     assert visible_devices(1, "0,1,2,3", 2) == "2,3"
-    # SLURM, gpus_per_job=1: one worker per job, named without an index; the job shows it only its own GPU
-    assert visible_devices("SLURMCluster-12", "3", 1) == "3"
     with pytest.raises(RuntimeError, match="needs 1 GPU"):
         visible_devices("job-2", "4,5", 1)
 
