@@ -65,6 +65,9 @@ def decode_text(data: bytes, declared: str | None = None) -> tuple[str, str | No
     return _decode(data, _codec(declared))
 
 
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
 def _decode(data: bytes, codec: str | None) -> tuple[str, str | None]:
     """Decode with the (HTML5-mapped) label `codec`, repairing the label's lies and stray invalid bytes."""
     if codec is None:
@@ -77,7 +80,11 @@ def _decode(data: bytes, codec: str | None) -> tuple[str, str | None]:
         try:
             return data.decode("utf-8"), MISLABELLED  # iso-8859-1 label on UTF-8 bytes
         except UnicodeDecodeError:
-            pass
+            text = data.decode("utf-8", errors="replace")
+            # UTF-8 with a few stray bytes, still mislabelled: in UTF-8 most high bytes form characters, in a
+            # real single-byte page nearly every one is an invalid sequence (one U+FFFD each)
+            if text.count("\ufffd") * 10 < len(data) - len(data.translate(None, _HIGH_BYTES)):
+                return text, INVALID_BYTES
     try:
         return data.decode(codec), None
     except UnicodeDecodeError:

@@ -413,6 +413,17 @@ def test_a_byte_undefined_in_cp1252_costs_only_itself(declared, prefix, stray):
     assert problem == INVALID_BYTES
 
 
+@pytest.mark.parametrize("declared", ["iso-8859-1", "windows-1252"])
+@pytest.mark.parametrize("stray", [b"\xff", b"\x81"])
+def test_utf8_under_a_single_byte_label_with_a_stray_byte_stays_readable(declared, stray):
+    """Cyrillic UTF-8 holds bytes cp1252 leaves undefined: one stray byte turned the page into mojibake."""
+    from pipelines.curate.charset import INVALID_BYTES, decode_html
+
+    page = "<p>Добрый день! Спасибо всем соседям за помощь в саду.</p>"
+    text, problem = decode_html(page.encode() + stray, declared)
+    assert text == page + "\ufffd" and problem == INVALID_BYTES
+
+
 def test_a_stray_cp1252_byte_in_a_warc_page_is_counted_once(tmp_path):
     body = html_page("Crème brûlée für Gäste. " + prose(4), charset_meta=None).encode("cp1252")
     body = body.replace(b"</body>", b"\x81</body>")
