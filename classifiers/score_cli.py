@@ -60,6 +60,13 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: would be written back as Infinity
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
 def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
     """(record, None) per good line; (None or a partial record, error) per bad one. Bytes are decoded per line,
     so one undecodable line costs that line, not the file."""
@@ -71,7 +78,7 @@ def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
                 line = raw.decode("utf-8")
                 if not line.strip():
                     raise ValueError("blank line")
-                record = json.loads(line, parse_constant=_not_json)
+                record = json.loads(line, parse_constant=_not_json, parse_float=_finite)
                 if not isinstance(record, dict):
                     raise ValueError("expected a JSON object")
                 if not isinstance(record.get("text"), str):

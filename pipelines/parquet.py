@@ -252,7 +252,7 @@ def list_parquet(folder: str | os.PathLike) -> list[str]:
     names = (
         e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=True) if e["type"] == "file"
     )
-    base = os.fspath(folder).rstrip("/") if is_local(fs) else path
+    base = os.fspath(folder).rstrip("/") if is_local(fs) else fs.unstrip_protocol(path)
     return sorted(f"{base}/{n}" for n in names if n.endswith(".parquet") and not n.startswith("."))
 
 

@@ -86,7 +86,7 @@ class LoggingDir:
                         out[int(match.group(1))] = normalised(
                             PipelineStats.from_json(json.loads(file.read_text()))
                         )
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    except (ValueError, KeyError, TypeError) as exc:  # also undecodable bytes
                         # torn by a power cut (datatrove writes it in place); the executor left it out of
                         # stats.json too (DaskPipelineExecutor.merge_stats), so the shard shows as unaccounted
                         logger.warning(f"{file}: not a datatrove per-rank stats file ({exc}); left out")

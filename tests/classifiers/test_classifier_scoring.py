@@ -92,16 +92,16 @@ def test_corpus_score_errors_are_clear(tiny_bundle_path, tmp_path, capsys):
     inp.write_bytes(
         b'{"id": 1, "text": "hello"}\nnot json\n{"id": 3}\n{"id": 4, "text": "caf\xe9"}\n\n'
         b'{"id": "5\\ud800", "text": "kind \\udc80 words"}\n{"id": 6, "text": "thanks"}\n'
-        b'{"id": NaN, "text": "thanks"}\n'
+        b'{"id": NaN, "text": "thanks"}\n{"id": 1e999, "text": "thanks"}\n'
     )
     out = tmp_path / "out.jsonl"
     assert corpus(["score", "--model", str(tiny_bundle_path), "--input", str(inp), "--output", str(out)]) == 0
     strict = {"parse_constant": lambda name: pytest.fail(f"{name} in the output is not JSON")}
     rows = [json.loads(line, **strict) for line in out.read_text(encoding="utf-8").splitlines()]
     # output line N answers input line N: bad lines get null scores and the reason
-    assert [r["id"] for r in rows] == [1, None, 3, None, None, "5\ufffd", 6, None]
-    assert [i for i, r in enumerate(rows, 1) if r.get("error")] == [2, 3, 4, 5, 8]
-    assert "NaN is not a JSON value" in rows[7]["error"]
+    assert [r["id"] for r in rows] == [1, None, 3, None, None, "5\ufffd", 6, None, None]
+    assert [i for i, r in enumerate(rows, 1) if r.get("error")] == [2, 3, 4, 5, 8, 9]
+    assert "NaN is not a JSON value" in rows[7]["error"] and "1e999 is out of range" in rows[8]["error"]
     assert all(r["prosocial"] is None and r["care"] is None for r in rows if r.get("error"))
     assert "line 4: 'utf-8' codec can't decode" in rows[3]["error"] and "blank line" in rows[4]["error"]
     assert 0 <= rows[5]["prosocial"] <= 1 and 0 <= rows[6]["prosocial"] <= 1  # surrogate text repaired

@@ -52,6 +52,14 @@ def test_list_parquet_takes_folder_names_literally(tmp_path):
     (folder / "d.parquet").mkdir()
     assert list_parquet(folder) == [f"{folder}/a.parquet", f"{folder}/b.parquet"]
     assert list_parquet(tmp_path / "missing") == []
+    # a remote folder's files keep their protocol (without it a caller would open a local path)
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("memory://bucket/run[1]/a.parquet", b"x")
+    listed = list_parquet("memory://bucket/run[1]")
+    assert [p.rsplit("/", 1)[-1] for p in listed] == ["a.parquet"] and listed[0].startswith("memory://")
+    assert fsspec.open(listed[0]).open().read() == b"x"
 
 
 def test_crash_leaves_nothing(tmp_path):
