@@ -280,4 +280,6 @@ def test_names_with_glob_characters_are_read_as_written(tmp_path):
     replanned = make_plan([str(odd)], listed=True, **args)
     assert [f.path for f in replanned.files] == [str(odd)] and replanned.skipped == []
     assert [f.path for f in make_plan([str(odd)], **args).files] == [str(odd)]  # exists as written
-    assert [f.path for f in make_plan([str(tmp_path / "in[[]v2]" / "a?.jsonl")], **args).files] == [str(other)]
+    assert [f.path for f in make_plan([str(tmp_path / "in[[]v2]" / "a?.jsonl")], **args).files] == [
+        str(other)
+    ]
