@@ -34,6 +34,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.utils.logging import logger
 
@@ -200,6 +201,18 @@ def collect_stats(files: list[Path], profiles: list[Profile], cfg: MixConfig, cl
 
 
 # -- pass 2: materialise -----------------------------------------------------------------------------------
+def _repeats_of_previous(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose (id, repeat_index, _pos) equal the previous row's, in Arrow (no per-shard hash table)."""
+    if len(df) < 2:
+        return np.zeros(len(df), dtype=bool)
+    same = None
+    for column in ("id", "repeat_index", "_pos"):
+        values = pa.array(df[column])
+        equal = pc.equal(values[1:], values[:-1])
+        same = equal if same is None else pc.and_(same, equal)
+    return np.concatenate([[False], same.to_numpy(zero_copy_only=False)])
+
+
 def write_shard(
     df: pd.DataFrame,
     index: int,
@@ -217,17 +230,13 @@ def write_shard(
     """
     df = df.reset_index(drop=True)  # the index is the shard number, also kept as a column
     keys = ["_pos", "id", "repeat_index"]
-    duplicated = df.duplicated(keys[1:])
-    if (
-        duplicated.any()
-    ):  # keep the copy from the first source (and offset): the same whatever the partitioning
-        keys += [c for c in ("source", "source_offset", "text") if c in df.columns]
     df = df.sort_values(keys, kind="stable").reset_index(drop=True)
-    collapsed = 0
-    if duplicated.any():
-        keep = ~df.duplicated(["id", "repeat_index"])
-        collapsed = int((~keep).sum())
-        df = df[keep].reset_index(drop=True)
+    repeats = _repeats_of_previous(df)  # same id and copy at the same position: sorted next to each other
+    collapsed = int(repeats.sum())
+    if collapsed:  # keep the copy from the first source (and offset): the same whatever the partitioning
+        keys += [c for c in ("source", "source_offset", "text") if c in df.columns]
+        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+        df = df[~_repeats_of_previous(df)].reset_index(drop=True)
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     table = table.replace_schema_metadata(schema.metadata)  # drop pandas' metadata: same bytes on every run
     name = f"train-{index:05d}-of-{shards:05d}.parquet"
