@@ -47,13 +47,14 @@ NEW_INPUTS_LISTED = 100  # the summary lists at most this many new input paths (
 def config_hash(config: CorpusConfig) -> str:
     """Hash of everything that changes the output (not where, how, or how long it is kept).
 
-    `out`, `publish.retention` and `publish.index_max_files` are left out: the same run resumed with OUT spelt
-    differently, another retention or another index compaction is the same run.
+    `out` and how the state is kept (`publish.retention`, `index_max_files`, `shard_batches_max`, `shard_file_mb`)
+    are left out: the same run resumed with OUT spelt differently, another retention or compaction is the same
+    run.
     """
     data = dump_config(config)
     for volatile in ("cluster", "out"):
         data.pop(volatile, None)
-    for kept_how in ("retention", "index_max_files"):
+    for kept_how in ("retention", "index_max_files", "shard_batches_max", "shard_file_mb"):
         data.get("publish", {}).pop(kept_how, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -404,6 +405,8 @@ def _run_stages(
             "kept_dir": str(kept_dir),
             "staged_index": ctx.results["dedup"].get("index_dir"),
             "index_max_files": config.publish.index_max_files,
+            "shard_batches_max": config.publish.shard_batches_max,
+            "shard_file_mb": config.publish.shard_file_mb,
             "inputs": committed_inputs(batch, ctx.results["curate"]),
             "base_version": state.version if state else None,
             "scoring": scoring_identity(config),

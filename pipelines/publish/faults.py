@@ -8,6 +8,7 @@ hook is one environment lookup per point and does nothing unless the variable na
 Points (in run order): after_lock, after_curate, after_dedup, after_mix, after_synthesize,
 publish_before_rename, publish_after_rename, publish_after_flip, after_publish, commit_after_shards,
 commit_during_index_merge (a bucket's files merged, the files it replaces not yet removed), commit_after_index,
+commit_during_shard_fold (kept-shard batches being folded into one, see shard_compaction.py),
 commit_after_state. Several can be given, comma-separated; the first one reached fires.
 `PROSOCIAL_PAUSE=<point>:<seconds>` sleeps there instead (the lock test holds the lock long enough that a
 second refresh surely finds it taken).
@@ -35,6 +36,7 @@ POINTS = (
     "commit_after_shards",
     "commit_during_index_merge",
     "commit_after_index",
+    "commit_during_shard_fold",
     "commit_after_state",
 )
 

@@ -3,7 +3,8 @@
 ```
 OUT/state/
   state.json                  # the commit point: seen inputs, kept batches, index generation, version
-  shards/<batch>/*.parquet    # kept (deduplicated) scored documents of each batch; immutable
+  shards/<batch>/*.parquet    # kept (deduplicated) scored documents of each batch; immutable (more than
+                              # publish.shard_batches_max batches are folded into one, shard_compaction.py)
   minhash/<generation>/       # MinHash index of every published document (datatrove's index layout;
                               # a bucket of more than publish.index_max_files files is merged into one)
   run.lock                    # RunLock of the running `corpus run` / `corpus refresh`
@@ -226,6 +227,19 @@ def _add_batch(store: StateStore, batch: str, kept_dir: str | None) -> None:
     commit_dir(tmp, target)
 
 
+def _fold(store: StateStore, batches: list[str], name: str, file_bytes: int) -> list[str]:
+    """The batches after folding them all into `shards/<name>/` (pipelines.publish.shard_compaction);
+    unchanged when they cannot be folded. Idempotent: a fold a crash interrupted after its rename is reused."""
+    from pipelines.publish.shard_compaction import fold_batches
+
+    if not (store.shards_root / name).is_dir():
+        files = fold_batches([store.shards_root / b for b in batches], store.shards_root / name, file_bytes)
+        if files is None:
+            return batches
+        logger.info(f"state: folded {len(batches)} kept-shard batches into {name} ({files} file(s))")
+    return [name]
+
+
 def _build_index(
     store: StateStore, generation: str, base: Path | None, staged: str | None, max_files: int | None
 ) -> None:
@@ -287,10 +301,13 @@ def commit_state(store: StateStore, journal: dict[str, Any]) -> State:
     fault_point("commit_after_index")
     inputs = dict(current.inputs) if (mode == "refresh" and current) else {}
     inputs.update(commit["inputs"])
+    batches = [*(current.batches if (mode == "refresh" and current) else []), batch]
+    if len(batches) > (commit.get("shard_batches_max") or len(batches)):
+        batches = _fold(store, batches, f"{batch}-folded", int(commit.get("shard_file_mb") or 256) << 20)
     state = State(
         version=version,
         inputs=inputs,
-        batches=[*(current.batches if (mode == "refresh" and current) else []), batch],
+        batches=batches,
         index=generation,
         scoring=commit.get("scoring"),
         synthetic=commit.get("synthetic") or {"rounds": 0, "attempted": 0},

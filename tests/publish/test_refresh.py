@@ -126,12 +126,13 @@ def run_until_killed(world, fault: str, *extra: str) -> subprocess.CompletedProc
 def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finishes(world):
     out, new = world["out"], world["new"]
     write_shard(new / "b.jsonl", list(range(100, 106)), [{"text": near_duplicate(document(5)), "url": "u:5"}])
-    compact = "publish.index_max_files=1"  # the commit merges v1's and v2's index files (and is killed there)
+    # the commit merges v1's and v2's index files and folds their kept-shard batches into one (killed in both)
+    compact = ("publish.index_max_files=1", "publish.shard_batches_max=1")
     # before the flip: between stages, and on both sides of the rename of the staged version
     before_flip = ["after_lock", "after_curate", "after_mix", "publish_before_rename", "publish_after_rename"]
     assert set(before_flip) <= set(POINTS)
     for fault in before_flip:
-        result = run_until_killed(world, fault, compact)
+        result = run_until_killed(world, fault, *compact)
         assert latest_version(out) == "v1", f"{fault}: latest moved"
         assert "ok" in verify_ok(out), f"{fault}: latest does not verify"
         assert state_of(out)["version"] == "v1", f"{fault}: state committed before publishing"
@@ -144,14 +145,17 @@ def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finish
     assert "ok" in verify_ok(out, every=True)
 
     # the next runs first finish v2 (flip), then die inside the state commit: latest is v2, state catches up
-    run_until_killed(world, "commit_after_shards", compact)
+    run_until_killed(world, "commit_after_shards", *compact)
     assert latest_version(out) == "v2" and state_of(out)["version"] == "v1"
-    run_until_killed(world, "commit_during_index_merge", compact)
+    run_until_killed(world, "commit_during_index_merge", *compact)
     assert state_of(out)["version"] == "v1", "a generation killed mid-merge is not committed"
-    run_until_killed(world, "commit_after_state", compact)
+    run_until_killed(world, "commit_during_shard_fold", *compact)
+    assert state_of(out)["version"] == "v1", "batches killed mid-fold are not committed"
+    assert len(state_of(out)["batches"]) == 1
+    run_until_killed(world, "commit_after_state", *compact)
     assert state_of(out)["version"] == "v2"
 
-    final = summary_of(corpus("refresh", world["overrides"](compact)))
+    final = summary_of(corpus("refresh", world["overrides"](*compact)))
     index = out / "state" / "minhash"
     assert [p.name for p in index.iterdir()] == [state_of(out)["index"]], "the killed merge's folder is swept"
     assert all(len(list(b.iterdir())) == 1 for b in (index / state_of(out)["index"]).glob("bucket_*"))
@@ -162,9 +166,14 @@ def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finish
     texts = pretrain_texts(out / "versions" / "v2")
     assert len(texts) == 26 and near_duplicate(document(5)) not in texts
     state = state_of(out)
-    assert len(state["batches"]) == 2 and sorted(
-        p.name for p in (out / "state" / "shards").iterdir()
-    ) == sorted(state["batches"]), "no stray batch folders"
+    assert len(state["batches"]) == 1 and state["batches"][0].endswith("-folded"), (
+        "v1's and v2's batches folded"
+    )
+    assert sorted(p.name for p in (out / "state" / "shards").iterdir()) == state["batches"], (
+        "no stray folders"
+    )
+    folded = pq.read_table(out / "state" / "shards" / state["batches"][0])
+    assert folded.num_rows == 26 and sorted(folded.column("text").to_pylist()) == sorted(texts)
     assert [p.name for p in (out / "work").iterdir()] == ["done"], "the work folder was filed under done/"
     # resumed runs skipped what earlier (killed) runs had completed
     log = Path(final["log"]).read_text()
