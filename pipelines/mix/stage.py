@@ -202,15 +202,18 @@ def collect_stats(files: list[Path], profiles: list[Profile], cfg: MixConfig, cl
 
 # -- pass 2: materialise -----------------------------------------------------------------------------------
 def _repeats_of_previous(df: pd.DataFrame) -> np.ndarray:
-    """Rows whose (id, repeat_index, _pos) equal the previous row's, in Arrow (no per-shard hash table)."""
+    """Rows whose (id, repeat_index, _pos) equal the previous row's, in Arrow (no per-shard hash table); two
+    nulls are equal, as for pandas' `duplicated` (an outside table may lack ids)."""
     if len(df) < 2:
         return np.zeros(len(df), dtype=bool)
     same = None
     for column in ("id", "repeat_index", "_pos"):
         values = pa.array(df[column])
-        equal = pc.equal(values[1:], values[:-1])
+        after, before = values[1:], values[:-1]
+        both_null = pc.and_(pc.is_null(after), pc.is_null(before))
+        equal = pc.or_(pc.fill_null(pc.equal(after, before), False), both_null)
         same = equal if same is None else pc.and_(same, equal)
-    return np.concatenate([[False], same.to_numpy(zero_copy_only=False)])
+    return np.concatenate([[False], same.to_numpy(zero_copy_only=False).astype(bool)])
 
 
 def write_shard(
@@ -226,7 +229,8 @@ def write_shard(
 
     Rows that share an id (the same url and text curated twice: a refresh with `dedup.enabled: false`, or
     `curate.exact_dedup: false`) get the same copies at the same positions, so they meet here and only one of
-    each (id, copy) is written: `max_epochs` caps copies of a document, not of a row.
+    each (id, copy) is written: `max_epochs` caps copies of a document, not of a row. (Rows that share an id
+    but not a tier, whose texts differ only in case or spacing, get other positions and are both written.)
     """
     df = df.reset_index(drop=True)  # the index is the shard number, also kept as a column
     keys = ["_pos", "id", "repeat_index"]

@@ -3,7 +3,7 @@
 Each refresh adds a batch folder `state/shards/<batch>/` holding its kept documents, often a few small files.
 Every refresh re-mixes all of them, so after a year of nightly runs the mix would read hundreds of folders and
 thousands of small files (one Dask partition, task and footer read each). When the state names more than
-`publish.shard_batches_max` batches, the commit folds them all into one new batch of files of about
+`publish.shard_batches_max` batches, the commit folds them into one new batch of files of about
 `publish.shard_file_mb` each.
 
 Why this is safe to do at any time: the mix lays out copies from each document's id (hash, position, shard),
@@ -12,7 +12,8 @@ it). Why all batches and not only the small ones: each refresh re-mixes, and so 
 anyway; folding it once every `shard_batches_max` refreshes adds a small fraction of that.
 
 The new batch is written under a temp name and renamed into place, then `state.json` names it instead of the
-folded ones, which the sweep removes; a crash at any point leaves the previous state intact (see state.py).
+folded ones, which the sweep removes; a crash at any point leaves a committed state (see
+`state.fold_if_needed`, which decides when and which batches to fold).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from pipelines.publish.faults import fault_point
 def fold_batches(sources: list[Path], target: Path, file_bytes: int) -> int | None:
     """Write every document of `sources` (in order) into new files in `target`; return the files written.
 
-    Row groups are copied as they are, and a file is closed once it holds `file_bytes` of uncompressed data.
+    Row groups are kept whole (decoded and re-encoded), and a file is closed once it holds `file_bytes` of
+    uncompressed data.
     Returns None, writing nothing, when the batches' schemas differ (a batch from an older version of the
     code): folding them would need a cast the mix already does on read, so they are left as they are.
     """

@@ -227,17 +227,47 @@ def _add_batch(store: StateStore, batch: str, kept_dir: str | None) -> None:
     commit_dir(tmp, target)
 
 
-def _fold(store: StateStore, batches: list[str], name: str, file_bytes: int) -> list[str]:
-    """The batches after folding them all into `shards/<name>/` (pipelines.publish.shard_compaction);
-    unchanged when they cannot be folded. Idempotent: a fold a crash interrupted after its rename is reused."""
+def fold_if_needed(store: StateStore, state: State, max_batches: int | None, file_mb: int | None) -> State:
+    """`state`, or the same state with its kept-shard batches folded into one when it names more than
+    `max_batches` (pipelines.publish.shard_compaction); saved again as the second switch.
+
+    Only the batches written with the newest batch's schema are folded (a batch from before an upgrade that
+    changed the columns stays as it is). Folding only saves reads, so a failure (a full disk, a damaged file)
+    keeps the batches and is logged; the next commit tries again. Run after `state.json` names the new batch:
+    a crash during the fold leaves a committed state and a temp folder the sweep removes, and the next run's
+    recovery, which calls `commit_state` again, folds then. A fold renamed into place before a crash is reused.
+    """
+    import pyarrow.parquet as pq
+
+    from pipelines.parquet import parquet_paths
     from pipelines.publish.shard_compaction import fold_batches
 
-    if not (store.shards_root / name).is_dir():
-        files = fold_batches([store.shards_root / b for b in batches], store.shards_root / name, file_bytes)
-        if files is None:
-            return batches
-        logger.info(f"state: folded {len(batches)} kept-shard batches into {name} ({files} file(s))")
-    return [name]
+    if not max_batches or len(state.batches) <= max_batches:
+        return state
+    name = f"{state.batches[-1]}-folded"
+    try:
+        schemas = {}
+        for batch in state.batches:
+            files = parquet_paths(store.shards_root / batch)
+            schemas[batch] = pq.read_schema(files[0]).remove_metadata() if files else None
+        newest = schemas[state.batches[-1]]
+        foldable = [b for b in state.batches if schemas[b] is not None and schemas[b].equals(newest)]
+        if len(foldable) < 2:
+            return state
+        if not (store.shards_root / name).is_dir():
+            sources = [store.shards_root / b for b in foldable]
+            files = fold_batches(sources, store.shards_root / name, int(file_mb or 256) << 20)
+            if files is None:
+                return state
+            logger.info(f"state: folded {len(foldable)} kept-shard batches into {name} ({files} file(s))")
+    except Exception as exc:  # any failure leaves the committed state as it is
+        logger.warning(
+            f"state: kept-shard batches not folded ({type(exc).__name__}: {exc}); next commit retries"
+        )
+        return state
+    folded = State(**{**asdict(state), "batches": [b for b in state.batches if b not in foldable] + [name]})
+    store.save(folded)
+    return folded
 
 
 def _build_index(
@@ -278,7 +308,15 @@ def _build_index(
 
 
 def commit_state(store: StateStore, journal: dict[str, Any]) -> State:
-    """Make the published batch of `journal` the store's current state (idempotent; see module docstring)."""
+    """Make the published batch of `journal` the store's current state (idempotent; see module docstring),
+    then fold the kept-shard batches if there are too many (a second switch: see `fold_if_needed`)."""
+    commit = journal["commit"]
+    return fold_if_needed(
+        store, _commit_batch(store, journal), commit.get("shard_batches_max"), commit.get("shard_file_mb")
+    )
+
+
+def _commit_batch(store: StateStore, journal: dict[str, Any]) -> State:
     commit, version, mode = journal["commit"], journal["version"], journal["mode"]
     current = store.load()
     if current is not None and current.version == version and current.run_id == journal["run_id"]:
@@ -301,13 +339,10 @@ def commit_state(store: StateStore, journal: dict[str, Any]) -> State:
     fault_point("commit_after_index")
     inputs = dict(current.inputs) if (mode == "refresh" and current) else {}
     inputs.update(commit["inputs"])
-    batches = [*(current.batches if (mode == "refresh" and current) else []), batch]
-    if len(batches) > (commit.get("shard_batches_max") or len(batches)):
-        batches = _fold(store, batches, f"{batch}-folded", int(commit.get("shard_file_mb") or 256) << 20)
     state = State(
         version=version,
         inputs=inputs,
-        batches=batches,
+        batches=[*(current.batches if (mode == "refresh" and current) else []), batch],
         index=generation,
         scoring=commit.get("scoring"),
         synthetic=commit.get("synthetic") or {"rounds": 0, "attempted": 0},

@@ -385,3 +385,17 @@ def test_an_unreachable_mixture_is_said_in_the_log(scored, dask_client, tmp_path
     assert any("profile prop: the requested mixture cannot be met (token_budget" in m for m in messages), (
         messages
     )
+
+
+def test_rows_without_an_id_mix(dask_client, tmp_path):
+    """An outside table may lack ids: nulls compare equal in the duplicate check instead of crashing it."""
+    table = make_scored_table(60, seed=8, token_counts=np.full(60, 40))
+    ids = table.column("id").to_pylist()
+    ids[:4] = [None] * 4
+    table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    write_scored(tmp_path / "in", table, files=2)
+    profile = _profile([2.0, 2.0, 2.0, 2.0])
+    mix_scored(tmp_path / "in", tmp_path / "out", [profile], MixConfig(), dask_client)
+    out, mixture = _output(tmp_path / "out")
+    assert out["id"].isna().sum() == 2  # the four id-less rows are one document: two copies
+    assert mixture["profiles"]["prop"]["totals"]["duplicate_copies_dropped"] == 6

@@ -52,3 +52,29 @@ def test_batches_with_other_schemas_are_left_as_they_are(tmp_path):
     target = tmp_path / "shards" / "folded"
     assert fold_batches(batches, target, file_bytes=1 << 20) is None
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [b.name for b in batches]
+
+
+def test_fold_if_needed_folds_the_newest_schema_and_survives_a_damaged_file(tmp_path):
+    from pipelines.publish.state import State, StateStore, fold_if_needed
+
+    store = StateStore(tmp_path / "state")
+    batches = _batches(store.shards_root, sizes=(30, 30, 30, 30))
+    old = parquet_paths(batches[0])[0]  # a batch from before an upgrade that changed the columns
+    pq.write_table(pq.read_table(old).drop_columns(["crawl_date"]), old)
+    state = State(version="v4", batches=[b.name for b in batches])
+    store.save(state)
+    assert fold_if_needed(store, state, max_batches=4, file_mb=1) is state  # not over the limit
+    folded = fold_if_needed(store, state, max_batches=2, file_mb=1)
+    assert folded.batches == [batches[0].name, f"{batches[-1].name}-folded"]
+    assert store.load().batches == folded.batches
+    assert pq.read_table(parquet_paths(store.shards_root / folded.batches[1])).num_rows == 90
+
+    # a damaged file: the commit stands unfolded (the fold only saves reads) and nothing is left behind
+    state = State(version="v5", batches=[b.name for b in batches[1:]])
+    store.save(state)
+    (store.shards_root / f"{batches[-1].name}-folded").rename(tmp_path / "set-aside")
+    damaged = parquet_paths(batches[2])[0]
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    assert fold_if_needed(store, state, max_batches=2, file_mb=1) is state
+    assert store.load().batches == state.batches
+    assert not any(p.name.endswith("-folded") or p.name.startswith(".") for p in store.shards_root.iterdir())
