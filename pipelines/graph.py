@@ -7,7 +7,8 @@ One graph, two modes:
 - **refresh** (`corpus refresh`): only inputs whose (path, size, modified, etag) the state store has not seen
   are curated; their documents are deduplicated among themselves and against the published corpus's MinHash
   index; the mixture is rebuilt from every kept batch plus this one; synthetic dialogues are carried over from
-  `latest` and topped up to `synthetic.target`; after publishing, the batch is added to the state store.
+  `latest` and new ones attempted until `synthetic.target` have been attempted since the last full run; after
+  publishing, the batch is added to the state store.
 
 Both hold `RunLock(OUT/state/run.lock)` throughout, and both first finish any run that a crash interrupted after
 its version went live (`recover`). A run's work folder is keyed by a hash of its config and its input listing,

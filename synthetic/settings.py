@@ -58,7 +58,7 @@ class SyntheticSettings(BaseModel):
     target: int = Field(
         16,
         ge=0,
-        description="Dialogues attempted; a refresh attempts only what earlier runs of the corpus have not.",
+        description="Dialogues attempted; a refresh attempts only what the runs since the last `corpus run` have not.",
     )
     min_score: float = Field(0.5, ge=0.0, le=1.0, description="One classifier threshold for every dimension.")
     min_scores: dict[str, float] = Field(

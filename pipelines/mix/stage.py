@@ -296,6 +296,22 @@ def materialise(
 
 
 # -- the stage ---------------------------------------------------------------------------------------------
+def first_damaged(files: list[Path]) -> str | None:
+    """'<file>: <error>' for the first input whose data cannot be read, or None (only run after a read failed:
+    it reads every row group)."""
+    for path in files:
+        try:
+            parquet = pq.ParquetFile(path)
+            for group in range(parquet.metadata.num_row_groups):
+                parquet.read_row_group(group)
+        except (OSError, pa.ArrowException) as exc:
+            return (
+                f"{path}: cannot be read ({exc}); if it is a kept shard under OUT/state/shards, `corpus run` "
+                "rebuilds them"
+            )
+    return None
+
+
 def uncompressed_bytes(files: list[Path]) -> int:
     total = 0
     for path in files:
@@ -437,35 +453,41 @@ def mix_scored(
     if not files:
         raise MixError(f"{inputs}: no scored Parquet files to mix")
     schema = input_schema(files, profiles)
-    profiles = resolve_quantile_tiers(files, profiles, cfg, client)
-    stats = collect_stats(files, profiles, cfg, client)
-    total_rows = sum(pq.read_metadata(f).num_rows for f in files)
-    total_tokens = float(stats[profiles[0].name]["tokens"].sum()) if stats else 0.0
-    bytes_per_token = uncompressed_bytes(files) / total_tokens if total_tokens else 0.0
-    entries = {}
-    for index, profile in enumerate(profiles):
-        folder = "pretrain" if index == 0 else f"pretrain_{profile.name}"
-        plan, info = plan_profile(profile, stats[profile.name], cfg, bytes_per_token)
-        if not info["solver"]["feasible"]:  # the mixture is still written, as close as the cap allows
-            logger.warning(
-                f"mix: profile {profile.name}: the requested mixture cannot be met "
-                f"({'; '.join(info['solver']['notes']) or 'see mixture.json'}); tier factors "
-                f"{[round(g, 4) for g in plan.factors]}"
+    try:  # a damaged data page surfaces here, inside Dask, as an error that names no file
+        profiles = resolve_quantile_tiers(files, profiles, cfg, client)
+        stats = collect_stats(files, profiles, cfg, client)
+        total_rows = sum(pq.read_metadata(f).num_rows for f in files)
+        total_tokens = float(stats[profiles[0].name]["tokens"].sum()) if stats else 0.0
+        bytes_per_token = uncompressed_bytes(files) / total_tokens if total_tokens else 0.0
+        entries = {}
+        for index, profile in enumerate(profiles):
+            folder = "pretrain" if index == 0 else f"pretrain_{profile.name}"
+            plan, info = plan_profile(profile, stats[profile.name], cfg, bytes_per_token)
+            if not info["solver"]["feasible"]:  # the mixture is still written, as close as the cap allows
+                logger.warning(
+                    f"mix: profile {profile.name}: the requested mixture cannot be met "
+                    f"({'; '.join(info['solver']['notes']) or 'see mixture.json'}); tier factors "
+                    f"{[round(g, 4) for g in plan.factors]}"
+                )
+            logger.info(
+                f"mix: profile {profile.name}: factors {[round(g, 4) for g in plan.factors]}, "
+                f"{plan.shards} shard(s) -> {staging / folder}"
             )
-        logger.info(
-            f"mix: profile {profile.name}: factors {[round(g, 4) for g in plan.factors]}, "
-            f"{plan.shards} shard(s) -> {staging / folder}"
-        )
-        shards = materialise(files, plan, schema, staging / folder, cfg, client)
-        entries[profile.name] = _profile_entry(
-            profile, plan, info, stats[profile.name], shards, folder, index == 0
-        )
-        if dropped := entries[profile.name]["totals"]["duplicate_copies_dropped"]:
-            logger.warning(
-                f"mix: profile {profile.name}: {dropped} copies of documents whose id appears in more than one "
-                "input row were not written (max_epochs caps copies per document; rows share an id when "
-                "curate.exact_dedup or dedup.enabled is off)"
+            shards = materialise(files, plan, schema, staging / folder, cfg, client)
+            entries[profile.name] = _profile_entry(
+                profile, plan, info, stats[profile.name], shards, folder, index == 0
             )
+            if dropped := entries[profile.name]["totals"]["duplicate_copies_dropped"]:
+                logger.warning(
+                    f"mix: profile {profile.name}: {dropped} copies of documents whose id appears in more than one "
+                    "input row were not written (max_epochs caps copies per document; rows share an id when "
+                    "curate.exact_dedup or dedup.enabled is off)"
+                )
+    except (OSError, pa.ArrowException) as exc:
+        damaged = first_damaged(files)
+        if damaged is None:
+            raise
+        raise MixError(damaged) from exc
     mixture = {
         "format": MIXTURE_FORMAT,
         "fingerprint": fingerprint,

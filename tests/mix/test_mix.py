@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -399,3 +400,14 @@ def test_rows_without_an_id_mix(dask_client, tmp_path):
     out, mixture = _output(tmp_path / "out")
     assert out["id"].isna().sum() == 2  # the four id-less rows are one document: two copies
     assert mixture["profiles"]["prop"]["totals"]["duplicate_copies_dropped"] == 6
+
+
+def test_a_damaged_data_page_names_its_file(dask_client, tmp_path):
+    """The footer reads, a page does not: the error came out of Dask as ZSTD's, naming no file."""
+    files = write_scored(tmp_path / "in", make_scored_table(300, seed=6), files=3)
+    data = bytearray(files[1].read_bytes())
+    data[200:1200] = bytes(range(256)) * 3 + bytes(232)  # inside the first row group's pages
+    files[1].write_bytes(bytes(data))
+    pq.read_metadata(files[1])  # the footer is intact
+    with pytest.raises(MixError, match=re.escape(f"{files[1]}: cannot be read (")):
+        mix_scored(tmp_path / "in", tmp_path / "out", ["default"], MixConfig(), dask_client)
