@@ -83,20 +83,14 @@ def preflight(config: CorpusConfig) -> None:
             f"curate.languages: {unknown} are not language codes of {lid_path.name} "
             "(expected lower-case codes such as en, de, fr, zh)"
         )
-    # Every profile, scored or not: the mix stage loads all of them, hours after this point. A missing or
-    # invalid profile raises ProfileError, which names the file and key.
-    from classifiers.profiles import load_profile
+    # Every profile, scored or not, as the mix stage loads them hours after this point. A missing or invalid
+    # profile raises ProfileError, which names the file and key.
+    from pipelines.mix.stage import MixError, load_profiles
 
-    if not config.profile:
-        raise ConfigError("profile: expected at least one profile name or YAML path, e.g. profile=default")
-    profiles = [load_profile(name) for name in config.profile]
-    seen: dict[str, str] = {}
-    for label, profile in zip(config.profile, profiles, strict=True):
-        if profile.name in seen:  # each profile's mixture is written to a folder named after it
-            raise ConfigError(
-                f"profile: '{label}' and '{seen[profile.name]}' are both named '{profile.name}'"
-            )
-        seen[profile.name] = label
+    try:
+        profiles = load_profiles(list(config.profile))
+    except MixError as exc:  # no profile, or two with one name (each mixture's folder is named after it)
+        raise ConfigError(str(exc)) from None
     step, dims, _version = _scorer_and_dimensions(config)
     if step is not None:
         from classifiers.bundle import BundleError, load_bundle

@@ -183,3 +183,19 @@ def read_reader(units_source: list[str | Path], **settings: Any):
 
 def counters(step) -> dict[str, int]:
     return {k: int(v.total) for k, v in step.stats.stats.items()}
+
+
+def mixed_folder(root: Path, documents: int = 3) -> Path:
+    """A folder as users have them: JSONL documents beside a broken link, a FIFO, a JSON array, a note and a CSV."""
+    import os
+
+    folder = root / "mixed"
+    write_jsonl(
+        folder / "a.jsonl", [{"text": prose(i), "url": f"https://a.org/{i}"} for i in range(documents)]
+    )
+    os.symlink(root / "nowhere.jsonl", folder / "broken.jsonl")
+    os.mkfifo(folder / "fifo.jsonl")
+    (folder / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
+    (folder / "notes.txt").write_text("a note")
+    (folder / "data.csv").write_text("a,b\n1,2\n")
+    return folder

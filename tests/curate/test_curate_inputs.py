@@ -8,7 +8,16 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from curate_fixtures import counters, html_warc, prose, read_reader, warc_record, write_jsonl, write_warc
+from curate_fixtures import (
+    counters,
+    html_warc,
+    mixed_folder,
+    prose,
+    read_reader,
+    warc_record,
+    write_jsonl,
+    write_warc,
+)
 
 from pipelines.curate.inputs import InputError, detect_format, discover, make_plan, make_units, pack_ranks
 
@@ -200,25 +209,11 @@ def test_fsspec_urls(tmp_path):
     assert len(docs) == 1
 
 
-def _repro_folder(root):
-    """The reported folder: one input, a broken link, a FIFO, a JSON array, a note and a CSV."""
-    import os
-
-    folder = root / "mixed"
-    write_jsonl(folder / "a.jsonl", [{"text": prose(1)}])
-    os.symlink(root / "nowhere.jsonl", folder / "broken.jsonl")
-    os.mkfifo(folder / "fifo.jsonl")
-    (folder / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
-    (folder / "notes.txt").write_text("a note")
-    (folder / "data.csv").write_text("a,b\n1,2\n")
-    return folder
-
-
 def test_an_input_entry_matching_only_files_it_cannot_read_is_an_error_naming_it(tmp_path):
     """Like a glob matching nothing: a glob of CSVs, a broken link or a FIFO named directly, a folder of notes."""
     import os
 
-    folder = _repro_folder(tmp_path)
+    folder = mixed_folder(tmp_path, documents=1)
     write_jsonl(tmp_path / "ok" / "b.jsonl", [{"text": prose(2)}])
     ok = str(tmp_path / "ok")
     with pytest.raises(InputError, match=r"input '.*/mixed/\*\.csv': .*data\.csv \(unsupported_format"):

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from curate_fixtures import DE_SENTENCES, FR_SENTENCES, html_page, prose, read_counts, run_stage, write_jsonl
+from curate_fixtures import (
+    DE_SENTENCES,
+    FR_SENTENCES,
+    html_page,
+    mixed_folder,
+    prose,
+    read_counts,
+    run_stage,
+    write_jsonl,
+)
 
 from pipelines.config import load_config
 from pipelines.context import RunContext
@@ -370,20 +379,6 @@ def test_a_moved_shard_is_durable_before_its_counts_marker(tmp_path, monkeypatch
     assert ("fsync", str(root / "output")) in events[moved:marker], events
 
 
-def _mixed_folder(root: Path) -> Path:
-    """The reported folder: one input, a broken link, a FIFO, a JSON array, a note and a CSV."""
-    import os
-
-    folder = root / "mixed"
-    write_jsonl(folder / "a.jsonl", [{"text": prose(i), "url": f"https://a.org/{i}"} for i in range(3)])
-    os.symlink(root / "nowhere.jsonl", folder / "broken.jsonl")
-    os.mkfifo(folder / "fifo.jsonl")
-    (folder / "arr.json").write_text(json.dumps([{"text": "one"}, {"text": "two"}]))
-    (folder / "notes.txt").write_text("a note")
-    (folder / "data.csv").write_text("a,b\n1,2\n")
-    return folder
-
-
 @pytest.fixture
 def log_lines():
     from datatrove.utils.logging import logger
@@ -401,7 +396,7 @@ def test_skipped_input_files_reach_the_plan_the_counts_and_the_log(tmp_path, das
     from pipelines.curate.inputs import discover
     from pipelines.curate.stage import run_curate
 
-    folder = _mixed_folder(tmp_path)
+    folder = mixed_folder(tmp_path)
     reasons = {
         "arr.json": "json_not_json_lines",
         "broken.jsonl": "broken_link",
@@ -443,7 +438,7 @@ def test_strict_stops_at_the_first_bad_input_file_naming_it_and_the_reason(tmp_p
     from pipelines.curate.inputs import InputError, discover
     from pipelines.curate.stage import preflight, run_curate
 
-    folder = _mixed_folder(tmp_path)
+    folder = mixed_folder(tmp_path)
     broken = re.escape(f"{folder / 'broken.jsonl'}: skipped (broken_link: a symbolic link")
     with pytest.raises(ConfigError, match=broken):
         preflight(load_config(None, [f"input={folder}", "strict=true"]))
