@@ -9,9 +9,11 @@ use it without breaking the import arrows.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -40,17 +42,78 @@ _EXPECTED = {
 }
 
 
-def _expected(error: dict[str, Any]) -> str:
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _expected(error: dict[str, Any], model: type[BaseModel]) -> str:
     kind = error.get("type", "")
     if kind in _EXPECTED:
         return _EXPECTED[kind]
     if kind == "literal_error":
         return f"one of {(error.get('ctx') or {}).get('expected')}"
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        return error.get("msg", "").replace("Input should be ", "a value ")
+    if kind in _BOUND_ERRORS:
+        return _range(model, [str(part) for part in error.get("loc", ())]) or error.get("msg", "").replace(
+            "Input should be ", "a value "
+        )
     if kind == "missing":
         return "a value (the key is required)"
     return error.get("msg", kind)
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _range(model: type[BaseModel], loc: list[str]) -> str | None:
+    """The whole range of a value with two bounds ('a value from 0 to 1'); None unless both are known.
+
+    Why: `curate.fineweb.line_punct_thr=7` was reported as '<= 1' alone, leaving the user to guess the lower end.
+    """
+    low = high = None
+    for rule in _rules_at(model, loc):
+        if isinstance(rule, annotated_types.Ge):
+            low = (">=", rule.ge)
+        elif isinstance(rule, annotated_types.Gt):
+            low = (">", rule.gt)
+        elif isinstance(rule, annotated_types.Le):
+            high = ("<=", rule.le)
+        elif isinstance(rule, annotated_types.Lt):
+            high = ("<", rule.lt)
+    if low is None or high is None:
+        return None
+    if low[0] == ">=" and high[0] == "<=":
+        return f"a value from {_number(low[1])} to {_number(high[1])}"
+    return f"a value {low[0]} {_number(low[1])} and {high[0]} {_number(high[1])}"
+
+
+def _rules_at(model: type[BaseModel], loc: list[str]) -> list[Any]:
+    """The constraints (annotated_types Ge/Le/...) of the value at a pydantic error location in `model`.
+
+    Follows nested models, list items and tuple positions (`top_n_grams.0.1`); [] where it cannot tell.
+    """
+    annotation: Any = model
+    rules: list[Any] = []
+    for part in loc:
+        fields = getattr(annotation, "model_fields", None)
+        if fields is not None:
+            if part not in fields:
+                return []
+            annotation, rules = fields[part].annotation, list(fields[part].metadata)
+            continue
+        args = typing.get_args(annotation)
+        if not part.isdigit() or not args:
+            return []
+        if typing.get_origin(annotation) is list:
+            inner = args[0]
+        elif typing.get_origin(annotation) is tuple and int(part) < len(args) and args[-1] is not Ellipsis:
+            inner = args[int(part)]
+        else:
+            return []
+        annotation, rules = inner, []
+        if typing.get_origin(inner) is typing.Annotated:
+            annotation, *extra = typing.get_args(inner)
+            rules = [rule for item in extra for rule in getattr(item, "metadata", [item])]
+    return rules
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -98,7 +161,7 @@ def describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -
         return f"{source}: key '{key}': {message}"
     got = error.get("input")
     got_text = "" if isinstance(got, dict) else f", got {got!r}"
-    return f"{source}: key '{key}': expected {_expected(error)}{got_text}"
+    return f"{source}: key '{key}': expected {_expected(error, model)}{got_text}"
 
 
 def describe_validation(exc: ValidationError, model: type[BaseModel], source: str) -> str:

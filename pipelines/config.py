@@ -12,7 +12,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -135,72 +134,6 @@ def _is_str_field(dotted: str) -> bool:
     return False
 
 
-def _rules_at(loc: list[str]) -> list[Any]:
-    """The constraints (annotated_types Ge/Le/...) of the CorpusConfig value at a pydantic error location.
-
-    Follows nested models, list items and tuple positions (`top_n_grams.0.1`); [] where it cannot tell.
-    """
-    annotation: Any = CorpusConfig
-    rules: list[Any] = []
-    for part in loc:
-        fields = getattr(annotation, "model_fields", None)
-        if fields is not None:
-            if part not in fields:
-                return []
-            annotation, rules = fields[part].annotation, list(fields[part].metadata)
-            continue
-        args = typing.get_args(annotation)
-        if not part.isdigit() or not args:
-            return []
-        if typing.get_origin(annotation) is list:
-            inner = args[0]
-        elif typing.get_origin(annotation) is tuple and int(part) < len(args) and args[-1] is not Ellipsis:
-            inner = args[int(part)]
-        else:
-            return []
-        annotation, rules = inner, []
-        if typing.get_origin(inner) is typing.Annotated:
-            annotation, *extra = typing.get_args(inner)
-            rules = [rule for item in extra for rule in getattr(item, "metadata", [item])]
-    return rules
-
-
-_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-
-
-def _number(value: Any) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def _with_range(message: str, exc: ValidationError) -> str:
-    """Say the whole range of a value with two bounds ('expected a value from 0 to 1'), not only the broken side.
-
-    Why: `curate.fineweb.line_punct_thr=7` reported only '<= 1', leaving the user to guess the lower end.
-    """
-    error = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")[0]
-    if error.get("type") not in _BOUND_ERRORS:
-        return message
-    low = high = None
-    for rule in _rules_at([str(p) for p in error.get("loc", ())]):
-        if isinstance(rule, annotated_types.Ge):
-            low = (">=", rule.ge)
-        elif isinstance(rule, annotated_types.Gt):
-            low = (">", rule.gt)
-        elif isinstance(rule, annotated_types.Le):
-            high = ("<=", rule.le)
-        elif isinstance(rule, annotated_types.Lt):
-            high = ("<", rule.lt)
-    if low is None or high is None:
-        return message
-    if low[0] == ">=" and high[0] == "<=":
-        text = f"a value from {_number(low[1])} to {_number(high[1])}"
-    else:
-        text = f"a value {low[0]} {_number(low[1])} and {high[0]} {_number(high[1])}"
-    # describe_error words a broken bound as pydantic's message with 'Input should be' -> 'a value'
-    said = error.get("msg", "").replace("Input should be ", "a value ")
-    return message.replace(f"expected {said}", f"expected {text}", 1)
-
-
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`a.b=value` pairs to a nested dict; values are parsed as YAML scalars so `n=2` is an int.
 
@@ -275,7 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             key == k or key.startswith(k + ".") or (key and k.startswith(key + ".")) for k in cli_keys
         )
         source = "command line" if on_cli else str(source_path)
-        raise ConfigError(_with_range(describe_validation(exc, CorpusConfig, source), exc)) from None
+        raise ConfigError(describe_validation(exc, CorpusConfig, source)) from None
     except ConfigError:
         raise
     except ValueError as exc:  # raised by section validators that check paths

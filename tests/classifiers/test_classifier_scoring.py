@@ -11,7 +11,7 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-from classifiers.profiles import ProfileError
+from classifiers.profiles import ProfileError, load_profile
 from classifiers.scoring import ProsocialScorer
 from pipelines.cli import main as corpus
 
@@ -68,6 +68,14 @@ def test_profile_weighting_a_missing_dimension_fails_at_construction(tiny_bundle
     profile.write_text("weights: {ecological_care: 1.0}\ntiers: [{name: all, min_score: 0.0, factor: 1.0}]\n")
     with pytest.raises(ProfileError, match="ecological_care"):
         ProsocialScorer(bundle=tiny_bundle_path, profile=str(profile))
+
+
+def test_profile_bound_error_says_the_whole_range(tmp_path):
+    """Profiles share the run config's error wording: both ends of a bounded value, not only the broken one."""
+    profile = tmp_path / "steep.yaml"
+    profile.write_text("weights: {care: 1.0}\ntiers: [{name: all, min_score: 1.5, factor: 1.0}]\n")
+    with pytest.raises(ProfileError, match=r"key 'tiers\.0\.min_score': expected a value from 0 to 1, got 1\.5"):
+        load_profile(str(profile))
 
 
 def test_corpus_score_keeps_input_order(tiny_bundle_path, tiny_bundle, tmp_path, capsys):
