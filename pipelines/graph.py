@@ -577,7 +577,8 @@ def run_summary(
     mix, synth = results.get("mix") or {}, results.get("synthesize") or {}
     inputs = sorted((journal.get("commit") or {}).get("inputs") or {})
     profiles = mix.get("profiles") or {}
-    primary = next(iter(profiles.values()), {})
+    # the journal is saved with sorted keys, so the first profile is not the primary one ('civic' < 'default')
+    primary = next((p for p in profiles.values() if p.get("primary")), next(iter(profiles.values()), {}))
     kept = dedup.get("documents_out", curate.get("documents_out"))
     return {
         "status": "published",
