@@ -101,8 +101,8 @@ def verify_version(root: Path, check_hashes: bool = True) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise VerifyError(f"{path}: not valid JSON ({exc})") from None
+    listed = {entry["path"]: entry for entry in _manifest_entries(path, manifest)}
     problems: list[str] = []
-    listed = {f["path"]: f for f in manifest.get("files", [])}
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST}
     for missing in sorted(set(listed) - present):
         problems.append(f"missing file {missing}")
@@ -127,3 +127,42 @@ def verify_version(root: Path, check_hashes: bool = True) -> dict[str, Any]:
     if problems:
         raise VerifyError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return manifest
+
+
+# key -> expected type of a `files` entry; `rows` is optional (Parquet files only)
+ENTRY_KEYS: dict[str, tuple[type, str]] = {
+    "path": (str, "a string"),
+    "bytes": (int, "an integer"),
+    "sha256": (str, "a string"),
+}
+
+
+def _manifest_entries(path: Path, manifest: Any) -> list[dict[str, Any]]:
+    """The `files` entries of a parsed manifest, checked for shape: a damaged or hand-edited manifest is a
+    VerifyError naming the file and the key expected, never an AttributeError or KeyError from deep inside."""
+    if not isinstance(manifest, dict):
+        raise VerifyError(
+            f"{path}: expected a JSON object with a 'files' list, got {type(manifest).__name__}"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise VerifyError(
+            f"{path}: expected key 'files' (a list of file entries), got {type(files).__name__}"
+        )
+    for index, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            raise VerifyError(f"{path}: files[{index}] is {type(entry).__name__}, expected an object")
+        for key, (kind, expected) in ENTRY_KEYS.items():
+            value = entry.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                what = "missing" if key not in entry else f"a {type(value).__name__}"
+                raise VerifyError(
+                    f"{path}: files[{index}] ({entry.get('path', '?')}): key '{key}' is {what}, "
+                    f"expected {expected}"
+                )
+        rows = entry.get("rows")
+        if "rows" in entry and (not isinstance(rows, int) or isinstance(rows, bool)):
+            raise VerifyError(
+                f"{path}: files[{index}] ({entry['path']}): key 'rows' is a {type(rows).__name__}, expected an integer"
+            )
+    return files

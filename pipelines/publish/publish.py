@@ -58,6 +58,14 @@ def latest_version(out: Path) -> str | None:
     return Path(os.readlink(link)).name
 
 
+def dangling_latest(out: Path) -> str | None:
+    """A message when `OUT/latest` is a symlink to a folder that is gone (deleted by hand, a bad copy)."""
+    link = Path(out) / "latest"
+    if link.is_symlink() and not link.resolve().is_dir():
+        return f"{link} points at {os.readlink(link)}, which does not exist"
+    return None
+
+
 def next_version_id(out: Path) -> str:
     numbers = [version_number(v) for v in list_versions(out)]
     return f"v{max(numbers, default=0) + 1}"

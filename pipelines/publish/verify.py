@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipelines.publish.manifest import MANIFEST, VerifyError, verify_version
-from pipelines.publish.publish import latest_version, list_versions, versions_dir
+from pipelines.publish.publish import dangling_latest, latest_version, list_versions, versions_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,9 @@ def targets(path: Path, every: bool) -> list[Path]:
         )
     if every:
         return [versions_dir(path) / v for v in list_versions(path)]
+    dangling = dangling_latest(path)
+    if dangling:
+        raise VerifyError(dangling)
     latest = latest_version(path)
     if latest is None:
         raise VerifyError(f"{path}: nothing published yet (no `latest`)")
@@ -36,12 +39,29 @@ def targets(path: Path, every: bool) -> list[Path]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Check every target and print one line per version; exit 1 when any failed (all are still checked)."""
+    path = Path(args.path)
     try:
-        for version in targets(Path(args.path), args.all):
-            manifest = verify_version(version, check_hashes=not args.quick)
-            rows = manifest.get("totals", {}).get("rows", {})
-            print(f"ok {version}: {len(manifest['files'])} files, rows {rows}")
+        versions = targets(path, args.all)
     except VerifyError as exc:
         print(f"verify failed: {exc}", file=sys.stderr)
         return 1
-    return 0
+    failed = 0
+    if args.all and not (path / MANIFEST).is_file():
+        dangling = dangling_latest(path)
+        if dangling:  # readers of `latest` would find nothing, whatever the versions say
+            print(f"verify failed: {dangling}", file=sys.stderr)
+            failed += 1
+    for version in versions:
+        try:
+            manifest = verify_version(version, check_hashes=not args.quick)
+        except VerifyError as exc:
+            print(f"verify failed: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        totals = manifest.get("totals")
+        rows = totals.get("rows", {}) if isinstance(totals, dict) else {}
+        print(f"ok {version}: {len(manifest['files'])} files, rows {rows}")
+    if failed and len(versions) > 1:
+        print(f"verify failed: {failed} problem(s) over {len(versions)} version(s)", file=sys.stderr)
+    return 1 if failed else 0

@@ -20,7 +20,7 @@ from pipelines.atomic import write_text_atomic
 from pipelines.parquet import parquet_paths
 from pipelines.stats.licenses import card_license_ids, input_root, license_of
 from pipelines.stats.sources import read_json
-from pipelines.stats.tables import STATS_DIR, load
+from pipelines.stats.tables import NEW_INPUTS, PER_RUN_STAGES, STATS_DIR, is_refresh, load
 
 if TYPE_CHECKING:
     from pipelines.config import CorpusConfig
@@ -95,28 +95,37 @@ def data_configs(version: Path) -> list[dict[str, Any]]:
 
 
 def source_licenses(version: Path, inputs: list[str]) -> pd.DataFrame:
-    """Documents of the published pretraining data per source folder, with the licence found next to it.
+    """Distinct documents of the published pretraining data per source folder, with the licence found next to it.
 
     Every profile folder counts: profiles tier (and drop) documents differently, so a source can reach
-    `pretrain_<profile>/` and not `pretrain/`. A source's `documents` is its distinct documents in the folder
-    that holds most of them (the folders overlap, so a sum would count a document once per profile).
+    `pretrain_<profile>/` and not `pretrain/`. A source's `documents` is its distinct document ids over the
+    union of all `pretrain*` folders (a document in two profiles, or repeated within one, counts once).
     """
     roots = [input_root(i) for i in inputs]
-    counts: dict[str, int] = {}
+    seen: list[pd.DataFrame] = []  # (source, 64-bit hash of the id) of every row, deduplicated at the end
     for folder in sorted(version.glob("pretrain*")):
-        in_folder: dict[str, int] = {}
         for file in parquet_paths(folder):
             schema = pq.read_schema(file)
-            if "source" not in schema.names:
+            if "source" not in schema.names or "id" not in schema.names:
                 continue
-            columns = ["source"] + (["repeat_index"] if "repeat_index" in schema.names else [])
+            columns = ["source", "id"] + (["repeat_index"] if "repeat_index" in schema.names else [])
             frame = pq.read_table(file, columns=columns).to_pandas()
             if "repeat_index" in frame:
                 frame = frame[frame["repeat_index"] == 0]
-            for source, n in frame["source"].fillna("(unknown)").value_counts().items():
-                in_folder[source] = in_folder.get(source, 0) + int(n)
-        for source, n in in_folder.items():
-            counts[source] = max(counts.get(source, 0), n)
+            seen.append(
+                pd.DataFrame(
+                    {
+                        "source": frame["source"].fillna("(unknown)").astype("category"),
+                        # a hash keeps memory at 8 bytes a document (ids are sha256 hex: no collisions to fear)
+                        "key": pd.util.hash_array(frame["id"].astype(str).to_numpy(object)),
+                    }
+                ).drop_duplicates()
+            )
+    counts: dict[str, int] = {}
+    if seen:
+        union = pd.concat(seen, ignore_index=True)
+        union["source"] = union["source"].astype(str)
+        counts = union.drop_duplicates().groupby("source").size().astype(int).to_dict()
     rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for source, n in counts.items():
         lic = license_of(source, roots)
@@ -253,10 +262,22 @@ def render_card(
         "## Contents",
         "",
     ]
+    refresh = is_refresh(tables)
+    contents = stages
+    if refresh and len(stages):  # a refresh's curate and dedup saw only its new inputs: label them so
+        contents = stages.copy()
+        contents["stage"] = [f"{s} ({NEW_INPUTS})" if s in PER_RUN_STAGES else s for s in contents["stage"]]
     lines += _md_table(
-        stages,
+        contents,
         ["stage", "dataset", "location", "shards", "rows", "documents", "tokens", "documents_in", "dropped"],
     )
+    if refresh:
+        lines += [
+            "",
+            f"This version was published by `corpus refresh`: its `curate` and `dedup` rows count {NEW_INPUTS}",
+            "only (the inputs no earlier version had seen), while the mixture is rebuilt from every document kept",
+            "so far: the mix's `documents_in` counts the whole corpus, not what curate kept in this run.",
+        ]
     lines += [
         "",
         "`pretrain*` rows include repeats: a document upsampled to three copies is three rows (`repeat_index`",
@@ -287,9 +308,13 @@ def render_card(
     lines += [
         "Per source folder: the licence file found next to the inputs (`unknown` when none was found; check the",
         "original terms before redistributing). Web pages remain subject to the rights of their authors.",
+        "`documents` counts distinct document ids over the union of all `pretrain*` folders.",
         "",
     ]
-    lines += _md_table(sources, ["source", "license", "files", "documents"])
+    lines += _md_table(
+        sources.rename(columns={"documents": "documents (distinct, all pretrain*)"}),
+        ["source", "license", "files", "documents (distinct, all pretrain*)"],
+    )
     lines += [
         "",
         f"Inputs as configured: {', '.join(f'`{i}`' for i in config.input)}.",
@@ -413,6 +438,8 @@ def render_card(
             drift = compare(parent_dir, tables)
             counts = drift["counts"]
             lines += [f"## Changes since `{parent}`", ""]
+            lines += [f"Note: {note}." for note in drift["notes"]["note"]]
+            lines += [""] if len(drift["notes"]) else []
             lines += _md_table(counts, ["stage", "dataset", "rows_old", "rows_new", "rows_delta"])
             lines.append("")
 

@@ -15,9 +15,20 @@ import numpy as np
 import pandas as pd
 
 from pipelines.stats.scan import dense_histogram, merge_metrics
-from pipelines.stats.tables import StatsError, load, primary_dataset, resolve_version
+from pipelines.stats.tables import (
+    NEW_INPUTS,
+    PER_RUN_STAGES,
+    StatsError,
+    is_refresh,
+    load,
+    primary_dataset,
+    require,
+    resolve_version,
+)
 
 SPARK = "▁▂▃▄▅▆▇█"
+# the tables the summary reads; `--table` works with whatever a version has
+SUMMARY_TABLES = ("stages", "drops", "languages", "histograms", "scores")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +75,15 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
     show = show.rename(columns={"documents_in": "in", "documents": "docs", "text_bytes": "text"})
     for col in ("tokens", "text"):
         show[col] = show[col].map(human)
+    refresh = is_refresh(tables)
+    if refresh:  # a refresh's curate and dedup saw only its new inputs: never read them as the corpus
+        show["stage"] = [f"{s}*" if s in PER_RUN_STAGES else s for s in show["stage"]]
     lines += ["", show.to_string(index=False)]
+    if refresh and stages["stage"].isin(PER_RUN_STAGES).any():
+        lines.append(
+            f"* {NEW_INPUTS} only: this version is a refresh, so {' and '.join(PER_RUN_STAGES)} count the inputs"
+            " it had not seen; the mixture is rebuilt from every kept document"
+        )
 
     drops = tables["drops"]
     if len(drops):
@@ -156,6 +175,9 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
     if drift:
         versions = drift["versions"]["version"].tolist()
         lines += ["", f"drift {versions[0]} -> {versions[1]}:"]
+        notes = drift.get("notes")
+        if notes is not None:
+            lines += [f"  ({note})" for note in notes["note"]]
         for row in drift["counts"].itertuples():
             change = f" ({row.rows_change:+.1%})" if pd.notna(row.rows_change) else ""
             lines.append(
@@ -178,6 +200,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         folder = resolve_version(args.out, args.version)
         tables = load(folder)
+        if not args.table:
+            require(tables, SUMMARY_TABLES, folder)
     except StatsError as exc:
         print(f"corpus stats: {exc}", file=sys.stderr)
         return 2
@@ -199,7 +223,9 @@ def main(args: argparse.Namespace) -> int:
                 if folder.parent.name == "versions"
                 else resolve_version(args.out, args.compare)
             )
-            drift = compare(load(other), tables)
+            previous = load(other)
+            require(previous, SUMMARY_TABLES, other)
+            drift = compare(previous, tables)
         except StatsError as exc:
             print(f"corpus stats: {exc}", file=sys.stderr)
             return 2

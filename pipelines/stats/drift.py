@@ -8,6 +8,10 @@ Distribution shift is measured on the per-dimension histograms (distinct documen
 the mean shift, the Kolmogorov-Smirnov statistic (largest gap between the two CDFs), the 1-Wasserstein
 distance (area between the CDFs, in score units) and the population stability index (PSI over 10 bins of 0.1;
 > 0.1 is usually read as a moderate shift, > 0.25 as a large one).
+
+When either version was published by `corpus refresh`, its curate and dedup tables count only that run's new
+inputs, so their difference to another version is no corpus change: `compare` leaves those stages out of every
+table and says so in `notes`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.stats.scan import dense_histogram, merge_metrics
-from pipelines.stats.tables import load
+from pipelines.stats.tables import PER_RUN_STAGES, is_refresh, load, require
 
 Tables = dict[str, pd.DataFrame]
 PSI_EPSILON = 1e-4
@@ -75,20 +79,41 @@ def _side_by_side(old: pd.DataFrame, new: pd.DataFrame, keys: list[str], values:
     return merged
 
 
+def _without_per_run_stages(tables: Tables) -> Tables:
+    """The tables without the rows of stages that count only one run's new inputs (curate, dedup)."""
+    return {
+        name: frame[~frame["stage"].isin(PER_RUN_STAGES)].reset_index(drop=True)
+        if "stage" in frame.columns
+        else frame
+        for name, frame in tables.items()
+    }
+
+
 def compare(v_old: Any, v_new: Any) -> Tables:
     """Drift tables from `v_old` to `v_new` (version folders, output roots, or tables from `load`).
 
-    Returns `versions`, `counts`, `scores`, `tiers`, `languages` and `drops`; every value table has
-    `<value>_old`, `<value>_new` and `<value>_delta` columns.
+    Returns `versions`, `counts`, `scores`, `tiers`, `languages`, `drops` and `notes`; every value table has
+    `<value>_old`, `<value>_new` and `<value>_delta` columns. With a refresh on either side, curate and dedup
+    are left out (they count that run's new inputs, not the corpus) and `notes` says why.
     """
     old, new = _tables(v_old), _tables(v_new)
+    for tables in (old, new):
+        require(tables, ("stages", "scores", "histograms", "languages", "drops"))
     out: Tables = {}
+    labels = [_version_label(old, str(v_old)), _version_label(new, str(v_new))]
     out["versions"] = pd.DataFrame(
-        [
-            {"side": "old", "version": _version_label(old, str(v_old))},
-            {"side": "new", "version": _version_label(new, str(v_new))},
-        ]
+        [{"side": "old", "version": labels[0]}, {"side": "new", "version": labels[1]}]
     )
+    refreshes = [label for label, tables in zip(labels, (old, new), strict=True) if is_refresh(tables)]
+    notes = []
+    if refreshes:
+        notes.append(
+            f"{' and '.join(PER_RUN_STAGES)} not compared: {' and '.join(refreshes)} "
+            f"{'is a refresh' if len(refreshes) == 1 else 'are refreshes'}, whose {' and '.join(PER_RUN_STAGES)} "
+            "count only that run's new inputs, not the corpus"
+        )
+        old, new = _without_per_run_stages(old), _without_per_run_stages(new)
+    out["notes"] = pd.DataFrame({"note": notes}, dtype=object)
     keys = ["stage", "dataset"]
     counts = _side_by_side(
         old["stages"], new["stages"], keys, ["shards", "rows", "documents", "tokens", "text_bytes"]

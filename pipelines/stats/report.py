@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 
 from pipelines.atomic import write_text_atomic
 from pipelines.stats import plots
-from pipelines.stats.cli import summary_text
-from pipelines.stats.tables import StatsError, load, resolve_version
+from pipelines.stats.cli import SUMMARY_TABLES, summary_text
+from pipelines.stats.tables import StatsError, load, require, resolve_version
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -166,9 +166,11 @@ def render_report(
             if str(version.get("mode")) == "refresh"
             else ""
         )
+        notes = drift.get("notes")
         parts += [
             f"<h2>Drift {html.escape(labels[0])} → {html.escape(labels[1])}</h2>",
             refresh_note,
+            *(f"<p>{html.escape(note)}.</p>" for note in (notes["note"] if notes is not None else [])),
             figure_html(plots.version_drift(drift, old, tables), "version drift"),
             table_html(
                 drift["counts"], ["stage", "dataset", "rows_old", "rows_new", "rows_delta", "rows_change"]
@@ -212,6 +214,7 @@ def write_report(
 
     folder = resolve_version(path, version)
     tables = load(folder)
+    require(tables, SUMMARY_TABLES, folder)
     previous = _previous(folder, tables, compare)
     old = load(previous) if previous else None
     drift = compare_versions(old, tables) if old is not None else None

@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.atomic import write_bytes_atomic
+from pipelines.publish.publish import dangling_latest
 from pipelines.stats.scan import scan_shard
 from pipelines.stats.sources import (
     Dataset,
@@ -697,6 +698,38 @@ def primary_dataset(tables: dict[str, pd.DataFrame]) -> str | None:
     return mix[0] if mix else (stages["dataset"].iloc[-1] if len(stages) else None)
 
 
+# A refresh curates and deduplicates only the inputs it has not seen: in its version these stages count that
+# run's new inputs, while the mixture is rebuilt from every kept document.
+PER_RUN_STAGES = ("curate", "dedup")
+NEW_INPUTS = "this run's new inputs"  # how the summary and the card label those stages
+
+
+def is_refresh(tables: dict[str, pd.DataFrame]) -> bool:
+    """Whether these are the stats of a version published by `corpus refresh` (the version table's `mode`)."""
+    version = tables.get("version")
+    if version is None or not len(version) or "mode" not in version:
+        return False
+    return str(version["mode"].iloc[0]) == "refresh"
+
+
+def require(
+    tables: dict[str, pd.DataFrame], names: tuple[str, ...] | list[str], folder: Path | None = None
+) -> None:
+    """StatsError naming the missing `stats/<name>.parquet` files (a version damaged or copied in part).
+
+    `folder` is the version folder; without it, the one `load` recorded in the version table (if any)."""
+    missing = [name for name in names if name not in tables]
+    if missing:
+        version = tables.get("version")
+        if folder is None and version is not None and len(version) and "path" in version:
+            folder = Path(str(version["path"].iloc[0]))
+        where = Path(folder) / STATS_DIR if folder is not None else Path(STATS_DIR)
+        raise StatsError(
+            f"{', '.join(str(where / f'{name}.parquet') for name in missing)} missing "
+            f"(have: {', '.join(sorted(tables))}; `corpus verify` checks the version against its manifest)"
+        )
+
+
 def write_stats(ctx: RunContext, version_id: str) -> dict[str, Any]:
     """Build and write the stats of this run into the staged version (`<staging>/stats/`).
 
@@ -729,8 +762,12 @@ def resolve_version(path: str | os.PathLike, version: str | None = None) -> Path
         return candidate
     if (path / STATS_DIR).is_dir() or (path / "manifest.json").is_file():
         return path
-    if (path / "latest").exists():
-        return (path / "latest").resolve()
+    latest = path / "latest"
+    dangling = dangling_latest(path)
+    if dangling:  # never fall back to the newest folder left: that would show an older version as current
+        raise StatsError(f"{dangling} (pass --version, or point latest at a published version)")
+    if latest.exists():
+        return latest.resolve()
     versions = sorted((path / "versions").glob("v*")) if (path / "versions").is_dir() else []
     if versions:
         return max(versions, key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)

@@ -115,12 +115,12 @@ def test_licences_count_every_profile_folder(tmp_path):
         (tmp_path / "in" / name / "LICENSE").write_text(text)
     version = tmp_path / "v1"
     a, b = str(tmp_path / "in" / "a" / "x.jsonl"), str(tmp_path / "in" / "b" / "y.jsonl")
-    for folder, sources, repeat in (
-        ("pretrain", [a, a, a, a], [0, 0, 0, 1]),
-        ("pretrain_civic", [a, b], [0, 0]),
+    for folder, ids, sources, repeat in (
+        ("pretrain", ["a1", "a2", "a3", "a3"], [a, a, a, a], [0, 0, 0, 1]),
+        ("pretrain_civic", ["a1", "b1"], [a, b], [0, 0]),
     ):
         (version / folder).mkdir(parents=True)
-        table = pa.table({"source": sources, "repeat_index": pa.array(repeat, pa.int16())})
+        table = pa.table({"id": ids, "source": sources, "repeat_index": pa.array(repeat, pa.int16())})
         pq.write_table(table, version / folder / "train-00000-of-00001.parquet")
     frame = source_licenses(version, [str(tmp_path / "in")])
     got = dict(zip(frame["source"].map(lambda s: Path(s).name), frame["documents"], strict=True))
