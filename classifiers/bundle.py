@@ -281,6 +281,10 @@ class Bundle:
 def read_manifest(path: Path) -> dict[str, Any]:
     """The bundle's manifest, validated (BundleError naming the file otherwise)."""
     folder = Path(path)
+    if folder.is_file():  # e.g. --model tiny/care.ftz
+        raise BundleError(
+            f"{folder} is a file: expected the bundle folder that holds {MANIFEST} (its parent {folder.parent}?)"
+        )
     if not folder.is_dir():
         raise BundleError(f"classifier bundle folder not found: {folder}")
     manifest_path = folder / MANIFEST
@@ -316,6 +320,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
         entry = manifest["models"][dim]
         if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
             raise BundleError(f"{manifest_path}: models.{dim} needs 'file' and 'sha256'")
+        # numbers the scorer turns into floats: "high" would otherwise be a bare ValueError at load
+        _number(entry.get("threshold", 0.5), f"models.{dim}.threshold", manifest_path)
+        calibration = entry.get("calibration") or {}
+        if not isinstance(calibration, dict):
+            raise BundleError(
+                f"{manifest_path}: models.{dim}.calibration must be a mapping, got {calibration!r}"
+            )
+        for key in DEFAULT_CALIBRATION.keys() & calibration.keys():
+            _number(calibration[key], f"models.{dim}.calibration.{key}", manifest_path)
     return manifest
 
 
@@ -334,6 +347,15 @@ def _check_scoring(scoring: dict[str, Any], manifest_path: Path) -> None:
     weight = method.get("weight", 0.5)
     if not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
         raise BundleError(f"{manifest_path}: scoring.aggregation.weight must be in [0, 1], got {weight!r}")
+
+
+def _number(value: Any, key: str, manifest_path: Path) -> float:
+    """A finite number from the manifest; a BundleError naming the key otherwise (not a bare ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):  # training never writes strings
+        raise BundleError(f"{manifest_path}: {key} must be a number, got {value!r}")
+    if not np.isfinite(value):
+        raise BundleError(f"{manifest_path}: {key} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:

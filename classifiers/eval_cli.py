@@ -13,6 +13,7 @@ score tracks every set, and the long-document aggregation study.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -206,6 +207,16 @@ def main(args: argparse.Namespace) -> int:
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unknown = sorted(set(args.dimensions or []) - set(bundle.dimensions))
+    if unknown:  # before any work: a typo used to evaluate the other names only, silently
+        close = [m for name in unknown for m in difflib.get_close_matches(name, bundle.dimensions, n=1)]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        print(
+            f"error: --dimensions {unknown}: not in bundle {args.model} (it scores: {', '.join(bundle.dimensions)})"
+            + hint,
+            file=sys.stderr,
+        )
+        return 2
     manifest = bundle.manifest
     trained_sources = [s["name"] for s in manifest.get("sources", [])]
     licenses = args.licenses or (
@@ -222,6 +233,13 @@ def main(args: argparse.Namespace) -> int:
     dims = [d for d in bundle.dimensions if d in seed_data.dimensions]
     if args.dimensions:
         dims = [d for d in dims if d in args.dimensions]
+    if not dims:
+        print(
+            f"error: no selected source labels the bundle's dimensions {args.dimensions or bundle.dimensions} "
+            f"(sources: {', '.join(r.name for r in recipes) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
     # the bundle must have been trained around these very evaluation splits (so never on their texts)
     splits_match = True
     for dim in dims:

@@ -25,6 +25,7 @@ a list of conditions (all must hold) or {any: [RULE, ...]}.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from classifiers.taxonomy import load_taxonomy
 from classifiers.yamlconfig import ConfigFileError, read_yaml, validate
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
@@ -123,8 +125,16 @@ def load_recipe(path: str | Path) -> Recipe:
     data = read_yaml(path, RecipeError)
     data["path"] = str(path)
     recipe = validate(data, Recipe, str(path), RecipeError)
-    for view in recipe.all_views:
+    known = sorted(load_taxonomy().dimensions)
+    for v_index, view in enumerate(recipe.all_views):
         for dim, spec in view.labels.items():
+            if dim not in known:  # a typo would otherwise drop the dimension's labels without a word
+                key = f"views[{v_index}].labels.{dim}" if recipe.views else f"labels.{dim}"
+                close = difflib.get_close_matches(dim, known, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise RecipeError(
+                    f"{path}: {key}: unknown dimension {dim!r} ({hint}dimensions of the taxonomy: {', '.join(known)})"
+                )
             unknown = set(spec) - {"positive", "negative", "neutral"}
             if unknown:
                 raise RecipeError(f"{path}: labels.{dim}: unknown keys {sorted(unknown)}")
@@ -153,9 +163,62 @@ def load_recipes(
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _load_local(recipe: Recipe, root: Path) -> dict[str, pd.DataFrame]:
+def _read_failure(exc: BaseException) -> str | None:
+    """What went wrong reading a seed file, in words, with the fix; None if the error is not about the file."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UnicodeDecodeError):
+            return (
+                f"not UTF-8 text ({seen.reason} at byte {seen.start}); re-save it as UTF-8 or set the recipe's "
+                "local.options.encoding (e.g. latin-1)"
+            )
+        if isinstance(seen, pd.errors.EmptyDataError):
+            return "empty file (no header, no rows); re-export it or remove it from the recipe"
+        if "Invalid UTF8" in str(seen):  # pyarrow's json/parquet readers
+            return "not UTF-8 text; re-save it as UTF-8 or set the recipe's local.options.encoding"
+        if "corresponds to no data" in str(seen):
+            return "no data rows (only a header?); re-export it or remove it from the recipe"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _read_files(recipe: Recipe, folder: Path, paths: list[str], where: str):
+    """`datasets.load_dataset` of local seed files; a file it cannot read is a RecipeError naming the file."""
     import datasets
 
+    spec = recipe.local
+    missing = [p for p in paths if not (folder / p).is_file()]
+    if missing:
+        raise RecipeError(f"{recipe.path}: {where}: missing files {missing} in {folder}")
+
+    def load(files: list[str]):
+        return datasets.load_dataset(
+            spec.builder, data_files=[str(folder / p) for p in files], split="train", **spec.options
+        )
+
+    try:
+        return load(paths)
+    # datasets wraps the reader's error in a DatasetGenerationError, or raises ValueError for a file without rows
+    except Exception as exc:
+        culprit, reason = paths, _read_failure(exc)
+        if len(paths) > 1:  # which file: load them one by one (only on this error path)
+            for path in paths:
+                try:
+                    load([path])
+                except Exception as single:
+                    culprit, reason = [path], _read_failure(single) or reason
+                    break
+        files = ", ".join(str(folder / p) for p in culprit)
+        raise RecipeError(
+            f"{recipe.path}: source {recipe.name!r}: {where}: cannot read {files} as {spec.builder}: "
+            + (
+                reason
+                or f"{type(exc).__name__}: {exc}; check the file and the recipe's local.builder/options"
+            )
+        ) from None
+
+
+def _load_local(recipe: Recipe, root: Path) -> dict[str, pd.DataFrame]:
     spec = recipe.local
     folder = root / spec.folder
     if not folder.is_dir():
@@ -165,9 +228,7 @@ def _load_local(recipe: Recipe, root: Path) -> dict[str, pd.DataFrame]:
         if isinstance(files, dict):  # parallel files, one column each (TweetEval's text + labels)
             columns = {}
             for column, paths in files.items():
-                ds = datasets.load_dataset(
-                    spec.builder, data_files=[str(folder / p) for p in paths], split="train", **spec.options
-                )
+                ds = _read_files(recipe, folder, paths, f"local.splits.{split}.{column}")
                 columns[column] = ds.to_pandas().iloc[:, 0].tolist()
             lengths = {len(v) for v in columns.values()}
             if len(lengths) != 1:
@@ -176,13 +237,7 @@ def _load_local(recipe: Recipe, root: Path) -> dict[str, pd.DataFrame]:
                 )
             frames[split] = pd.DataFrame(columns)
         else:
-            missing = [p for p in files if not (folder / p).is_file()]
-            if missing:
-                raise RecipeError(f"{recipe.path}: local.splits.{split}: missing files {missing} in {folder}")
-            ds = datasets.load_dataset(
-                spec.builder, data_files=[str(folder / p) for p in files], split="train", **spec.options
-            )
-            frames[split] = ds.to_pandas()
+            frames[split] = _read_files(recipe, folder, files, f"local.splits.{split}").to_pandas()
     return frames
 
 
@@ -200,17 +255,41 @@ def _load_hub(recipe: Recipe) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def seeds_root(seeds: str | Path | None) -> Path | None:
+    """The local seeds folder, or None for 'hub' (or nothing). A path that does not exist is an error at once:
+    falling back to the hub would retry downloads for half a minute and then blame the network."""
+    if seeds in (None, "", "hub"):
+        return None
+    root = Path(seeds)
+    if not root.exists():
+        raise RecipeError(
+            f"seeds folder {root} not found: give the folder holding one sub-folder per source "
+            "(the recipes' local.folder), or 'hub' to load every source from its Hugging Face Hub id"
+        )
+    if not root.is_dir():
+        raise RecipeError(f"seeds {root} is a file: expected the folder holding one sub-folder per source")
+    return root
+
+
 def load_source(recipe: Recipe, seeds: str | Path | None) -> dict[str, pd.DataFrame]:
     """The source's raw rows per split: from `seeds/<folder>` if present, else from the hub id."""
-    root = Path(seeds) if seeds not in (None, "", "hub") else None
+    root = seeds_root(seeds)
     if root is not None and recipe.local is not None and (root / recipe.local.folder).is_dir():
         return _load_local(recipe, root)
+    local_missing = (
+        f"local folder {root / recipe.local.folder} not found"
+        if root is not None and recipe.local is not None
+        else None
+    )
     if recipe.hub is not None:
         try:
             return _load_hub(recipe)
         except Exception as exc:  # network, missing config, renamed columns
-            raise RecipeError(f"{recipe.path}: cannot load hub dataset {recipe.hub.path!r}: {exc}") from None
-    where = f"{root / recipe.local.folder}" if root is not None and recipe.local else "no local folder"
+            tried = f"{local_missing}, and " if local_missing else ""
+            raise RecipeError(
+                f"{recipe.path}: {tried}cannot load hub dataset {recipe.hub.path!r}: {exc}"
+            ) from None
+    where = local_missing or "no local folder"
     raise RecipeError(
         f"{recipe.path}: source {recipe.name!r} not found ({where}) and the recipe has no hub id"
     )

@@ -1,6 +1,6 @@
 """`corpus score`: score JSONL `{"id", "text"}` lines with a bundle.
 
-    corpus score [--model DIR] --input IN.jsonl --output OUT.jsonl [--profile NAME]
+    corpus score [--model DIR] --input IN.jsonl[.gz|.zst] --output OUT.jsonl [--profile NAME]
 
 Writes `{"id", "prosocial", "<dimension>": p, ...}` per input line, in input order (the CLI contract in
 DESIGN.md), atomically. A line that is not UTF-8, not JSON or lacks `text` is reported with its line number;
@@ -8,12 +8,16 @@ it stops the run with --strict. Otherwise it still gets its output line, with nu
 output line N always answers input line N. A text with no words left after normalisation gets null scores
 and an `error` too (not a stop under --strict: it is valid input with nothing to judge). Strings carrying lone
 surrogates (JSON escapes such as "\ud800", which fastText cannot take) are repaired with U+FFFD and counted.
+Gzip and zstd input (recognised by its first bytes, whatever its name) is decompressed on the fly: read as
+text, it came out as one error row per line and "scored 0 texts".
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import io
 import json
 import os
 import sys
@@ -34,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="bundle folder (default: the shipped default bundle)"
     )
     parser.add_argument(
-        "--input", required=True, help="JSONL file with {'id', 'text'} per line ('-' for stdin)"
+        "--input",
+        required=True,
+        help="JSONL file with {'id', 'text'} per line, plain, gzip or zstd ('-' for stdin)",
     )
     parser.add_argument("--output", required=True, help="JSONL file to write ('-' for stdout)")
     parser.add_argument("--profile", default="default", help="profile whose aggregate becomes 'prosocial'")
@@ -67,12 +73,49 @@ def _finite(text: str) -> float:
     return value
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _decompressed(raw: io.BufferedReader, path: str) -> tuple[io.BufferedIOBase, str | None]:
+    """`raw` decompressed, and the compression its magic bytes name (None: plain, `raw` itself)."""
+    if not hasattr(raw, "peek"):  # a replaced stdin (tests, embedding): buffer it to look ahead
+        raw = io.BufferedReader(raw)
+    head = raw.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard
+        except ImportError:
+            raise ValueError(
+                f"{path}: zstd input needs the zstandard package (pip install zstandard)"
+            ) from None
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return io.BufferedReader(reader), "zstd"
+    return raw, None
+
+
 def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
     """(record, None) per good line; (None or a partial record, error) per bad one. Bytes are decoded per line,
     so one undecodable line costs that line, not the file."""
-    handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
+    raw_handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
+    number = 0
     try:
-        for number, raw in enumerate(handle, start=1):
+        handle, compression = _decompressed(raw_handle, path)
+        lines = iter(handle)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                break
+            except Exception as exc:  # a truncated or damaged stream: EOFError, zlib.error, ZstdError, ...
+                if compression is None:
+                    raise
+                raise ValueError(
+                    f"{path}: {compression} input damaged or truncated after line {number}: {exc}"
+                ) from None
+            number += 1
             record = None
             try:
                 line = raw.decode("utf-8")
@@ -92,8 +135,8 @@ def _read(path: str, strict: bool) -> Iterator[tuple[dict | None, str | None]]:
                 continue
             yield record, None
     finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
+        if path != "-":
+            raw_handle.close()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -111,6 +154,12 @@ def main(args: argparse.Namespace) -> int:
     if args.input != "-" and not Path(args.input).is_file():
         what = "is a folder (expected one JSONL file)" if Path(args.input).is_dir() else "not found"
         print(f"error: --input {args.input}: {what}", file=sys.stderr)
+        return 2
+    if args.output != "-" and Path(args.output).is_dir():  # found before scoring, not at the final rename
+        print(
+            f"error: --output {args.output} is a folder (expected a file, e.g. {Path(args.output) / 'scores.jsonl'})",
+            file=sys.stderr,
+        )
         return 2
     if args.output == "-":
         out, tmp_name = sys.stdout, None

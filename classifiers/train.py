@@ -34,6 +34,7 @@ from classifiers.bundle import (
     MANIFEST,
     NEGATIVE_LABEL,
     POSITIVE_LABEL,
+    READABLE_FORMATS,
     DimensionModel,
     length_feature,
     logit,
@@ -44,6 +45,8 @@ from classifiers.dataset import DimensionData, Example, SeedData, balance, eval_
 from classifiers.normalize import NORMALIZATION_VERSION
 
 MIN_MATRIX_BYTES = 1 << 20
+# what fit_calibration returns when the calibration split is too small or has one class
+_IDENTITY = {k: v for k, v in DEFAULT_CALIBRATION.items() if k != "max_len"}
 NAN_RETRIES = 8
 
 
@@ -224,7 +227,7 @@ def fit_calibration(
     if (length_term or scale_by_length) and lengths is None:
         raise ValueError("fit_calibration: length_term and scale_by_length need lengths")
     if len(raw) < 20 or len(set(np.round(targets, 3))) < 2:
-        return {k: v for k, v in DEFAULT_CALIBRATION.items() if k != "max_len"}
+        return dict(_IDENTITY)
     z = logit(raw)
     columns = {"d": z * np.asarray(lengths, dtype=float)} if scale_by_length else {"a": z}
     if length_term:
@@ -416,6 +419,20 @@ def train_dimension(
         metrics[f"eval/{source}"] = binary_metrics(
             scores, np.array([e.target for e in examples_eval]), threshold
         )
+    # a set with one class has no AUC by design (negatives-only sources); a model with no AUC on its calibration
+    # split or on any evaluation set, or left uncalibrated, had too few rows to be measured: say so, loudly
+    unmeasured = "auc" not in metrics.get("calib", {}) or not any(
+        "auc" in m for k, m in metrics.items() if k.startswith("eval/")
+    )
+    if unmeasured or fitted == _IDENTITY:
+        problems = (["no ROC-AUC to validate it"] if unmeasured else []) + (
+            ["calibration left at identity"] if fitted == _IDENTITY else []
+        )
+        log(
+            f"  WARNING {name}: too few labelled rows to measure this model (train {len(data.train)}, "
+            f"calibration {len(data.calib)}, evaluation {sum(map(len, data.eval.values()))} texts; ROC-AUC "
+            f"{ {k: m.get('auc') for k, m in metrics.items()} or 'none' }): {' and '.join(problems)}"
+        )
     train_sources: dict[str, int] = {}
     for e in data.train:
         train_sources[e.source] = train_sources.get(e.source, 0) + 1
@@ -490,9 +507,45 @@ def build_manifest(
     return manifest
 
 
+class OutputFolderError(ValueError):
+    """`--out` names something that is neither an empty folder nor a bundle: replacing it would delete files."""
+
+
+def _holds_bundle(folder: Path) -> bool:
+    """Whether `folder` holds a bundle of this project (a manifest.json in its format), not just any files."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
+        return False
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("format") in READABLE_FORMATS
+        and {"dimensions", "models", "version"} <= set(manifest)
+    )
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an output that training would destroy: only a missing or empty folder, or an older bundle, is
+    replaced (`--out .` or `--out ~/data` once deleted the folder and everything in it)."""
+    out = Path(out).resolve()
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputFolderError(
+            f"output {out} is a file, not a bundle folder: choose another --out, or remove the file first"
+        )
+    if any(out.iterdir()) and not _holds_bundle(out):
+        raise OutputFolderError(
+            f"output folder {out} is not empty and holds no classifier bundle ({MANIFEST}): refusing to replace "
+            "it; choose a new or empty folder for --out (an existing bundle folder is replaced)"
+        )
+
+
 def install_bundle(staging: Path, out: Path) -> None:
-    """Move a finished bundle into place atomically (rename), replacing an older one."""
+    """Move a finished bundle into place atomically (rename), replacing an older bundle or an empty folder
+    (anything else is refused by `check_output_folder`)."""
     out = out.resolve()
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         trash = out.parent / f".{out.name}.old-{next(tempfile._get_candidate_names())}"
@@ -517,6 +570,7 @@ def train_bundle(
 
     params = params or TrainParams()
     out = Path(out)
+    check_output_folder(out)  # before hours of training, not after
     dims = dimensions or sorted(seed_data.dimensions)
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
@@ -570,6 +624,9 @@ def train_bundle(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         write_model_card(manifest, staging / "README.md")
+        if manifest.get("warnings"):  # e.g. a licence filter that left a dimension without sources
+            with open(staging / "README.md", "a", encoding="utf-8") as card:
+                card.write("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in manifest["warnings"]))
         install_bundle(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,9 +13,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from classifiers.dataset import SeedData, build_seed_data
-from classifiers.recipes import RECIPE_DIR, RecipeError, load_recipes
+from classifiers.recipes import RECIPE_DIR, Recipe, RecipeError, load_recipes, seeds_root
 from classifiers.taxonomy import load_taxonomy
-from classifiers.train import TrainParams, train_bundle
+from classifiers.train import OutputFolderError, TrainParams, check_output_folder, train_bundle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder holding one sub-folder per source (recipes' local.folder); 'hub' loads every source by its hub id "
         "(sources missing locally fall back to their hub id too)",
     )
-    parser.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="bundle folder to write (atomically); an existing folder is replaced only if empty or a bundle",
+    )
     parser.add_argument("--recipes", default=str(RECIPE_DIR), help="folder of recipe YAML files")
     parser.add_argument(
         "--licenses",
@@ -108,18 +112,56 @@ def select_dimensions(seed_data: SeedData, requested: list[str] | None) -> list[
     return sorted(set(requested))
 
 
+def licence_warnings(
+    selected: list[Recipe], kept: list[Recipe], licenses: str, requested: list[str] | None
+) -> list[str]:
+    """One warning per dimension the selected recipes label but the licence filter leaves without a source.
+
+    Why: `--licenses commercial` drops every constructiveness source; the bundle then silently lacks the
+    dimension and every shipped profile that weights it refuses the bundle.
+    """
+    wanted = set(requested) if requested else set(load_taxonomy().human_dimensions)
+    kept_dims = {d for r in kept for d in r.dimensions}
+    warnings = []
+    for dim in sorted(({d for r in selected for d in r.dimensions} - kept_dims) & wanted):
+        dropped = [r.name for r in selected if dim in r.dimensions]
+        warnings.append(
+            f"--licenses {licenses} leaves no source for {dim} (excluded: {', '.join(dropped)}): this bundle "
+            f"does not score {dim}; use it with a profile that does not weight {dim}"
+        )
+    return warnings
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr if "WARNING" in message else sys.stdout)
+
+
 def main(args: argparse.Namespace) -> int:
     started = time.time()
     params = parse_params(args.param)
     try:
         params.check()
+        check_output_folder(args.out)  # before loading seeds and training, not after
+        seeds_root(args.seeds)  # a mistyped folder fails now, not after half a minute of hub retries
         recipes = load_recipes(args.recipes, licenses=args.licenses, names=args.sources)
+        selected = recipes if args.licenses == "all" else load_recipes(args.recipes, names=args.sources)
     except (RecipeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not recipes:
-        print("error: no recipes selected", file=sys.stderr)
+        if selected:
+            print(
+                f"error: --licenses {args.licenses} excludes every selected source "
+                f"({', '.join(r.name for r in selected)}: not licensed for commercial use); "
+                "select commercially usable sources or use --licenses all",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: no recipes selected (none in {args.recipes})", file=sys.stderr)
         return 2
+    warnings = licence_warnings(selected, recipes, args.licenses, args.dimensions)
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     print(f"sources ({args.licenses} licences): {', '.join(r.name for r in recipes)}")
     try:
         seed_data = build_seed_data(recipes, args.seeds)
@@ -147,6 +189,12 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     name = args.name or Path(args.out).name
-    train_bundle(seed_data, args.out, params, dimensions=dims, name=name)
+    # no key without warnings: `make classifier` stays byte-identical
+    extra = {"warnings": warnings} if warnings else None
+    try:
+        train_bundle(seed_data, args.out, params, dimensions=dims, name=name, log=_log, extra_manifest=extra)
+    except OutputFolderError as exc:  # the folder changed while training
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"done in {time.time() - started:.0f} s")
     return 0

@@ -74,7 +74,9 @@ def test_profile_bound_error_says_the_whole_range(tmp_path):
     """Profiles share the run config's error wording: both ends of a bounded value, not only the broken one."""
     profile = tmp_path / "steep.yaml"
     profile.write_text("weights: {care: 1.0}\ntiers: [{name: all, min_score: 1.5, factor: 1.0}]\n")
-    with pytest.raises(ProfileError, match=r"key 'tiers\.0\.min_score': expected a value from 0 to 1, got 1\.5"):
+    with pytest.raises(
+        ProfileError, match=r"key 'tiers\.0\.min_score': expected a value from 0 to 1, got 1\.5"
+    ):
         load_profile(str(profile))
 
 
