@@ -122,6 +122,8 @@ class DaskPipelineExecutor(PipelineExecutor):
         fail_fast: on the first failed rank, cancel the ranks in flight and submit no more (strict runs).
         console_logs: also print each rank's INFO log on its worker's stderr. Off by default: with many ranks the
             interleaved pipeline banners bury the progress bar; errors still print, and `logs/` has everything.
+        on_rank_done: called on the client as `on_rank_done(rank, finished_ok)` when each rank ends (a stage's own
+            progress lines; never pickled to the workers).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         progress: bool = True,
         fail_fast: bool = False,
         console_logs: bool = False,
+        on_rank_done: Callable[[int, bool], None] | None = None,
     ):
         super().__init__(pipeline, logging_dir, skip_completed, randomize_start_duration)
         if tasks < 1:
@@ -151,6 +154,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         self.progress = progress
         self.fail_fast = fail_fast
         self.console_logs = console_logs
+        self.on_rank_done = on_rank_done
         self._client = client
         self._launched = False
 
@@ -173,6 +177,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         state = self.__dict__.copy()
         state["_client"] = None
         state["depends"] = None
+        state["on_rank_done"] = None
         return state
 
     def to_json(self, indent: int = 4) -> str:  # datatrove's version mutates self.__dict__
@@ -297,6 +302,8 @@ class DaskPipelineExecutor(PipelineExecutor):
                         client.cancel([f for f in queue.futures if f.key != future.key])
                 bar.update(1)
                 bar.set_postfix(failed=len(failures)) if failures else None
+                if self.on_rank_done is not None:
+                    self.on_rank_done(rank, rank not in failures)
                 future.release()
                 fill()
         finally:

@@ -284,7 +284,15 @@ def synthesize_step(ctx: RunContext, state: State | None) -> tuple[dict[str, Any
             config=sub, client=ctx.client, run_id=ctx.run_id, results=ctx.results, mode=ctx.mode
         )
         summary = {**run_synthesize(sub_ctx), **base, "seed": settings.seed + rounds}
-        rounds, attempted = rounds + 1, attempted + int(summary.get("attempted", 0))
+        # engine errors were not attempts at a dialogue (endpoint down, model missing): the next refresh retries
+        made = int(summary.get("attempted", 0)) - int(summary.get("engine_errors", 0))
+        rounds, attempted = rounds + 1, attempted + made
+        failed = len(summary.get("chunks_failed") or {}) + len(summary.get("chunks_missing") or [])
+        if summary.get("engine_errors") or failed:
+            logger.warning(
+                f"synthesize: {summary.get('engine_errors', 0)} engine error(s) (first: "
+                f"{summary.get('first_engine_error')}), {failed} failed chunk(s); they do not count as attempted"
+            )
     summary["added"] = int(summary.get("accepted", 0))
     summary["total"] = carried + summary["added"]
     return summary, {"rounds": rounds, "attempted": attempted}
@@ -608,6 +616,10 @@ def run_summary(
         "dialogues_carried": synth.get("carried", 0),
         "dialogues_total": synth.get("total", synth.get("accepted", 0)),
         "dialogues_attempted": synth.get("attempted", 0),
+        # not 0 means the synthetic stage did not do its work (endpoint down, model missing, tasks crashed)
+        "dialogues_engine_errors": synth.get("engine_errors", 0),
+        "dialogue_chunks_failed": len(synth.get("chunks_failed") or {})
+        + len(synth.get("chunks_missing") or []),
         "retention_removed": removed or [],
         "seconds": seconds,
         "work": str(work) if work else None,

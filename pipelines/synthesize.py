@@ -34,13 +34,74 @@ from datatrove.utils.logging import logger
 
 from pipelines.atomic import write_json_atomic
 from pipelines.parquet import list_parquet, write_table_atomic
+from synthetic.engine import PROMPT_TOO_LONG
 from synthetic.schema import dialogue_schema
 from synthetic.settings import SyntheticSettings
+from synthetic.validate import VALIDATION_VERSION
 
 if TYPE_CHECKING:
     from pipelines.context import RunContext
 
 STAGE = "synthesize"
+
+
+def chunk_paths(stage: Path, chunk: int, complete: bool = True) -> tuple[Path, Path]:
+    """(attempts Parquet, counts sidecar) of a chunk: `chunk-NNNNN` when finished, `incomplete-NNNNN` when
+    some of its requests were engine errors (kept for the summary and its good rows, retried on rerun)."""
+    name = f"{'chunk' if complete else 'incomplete'}-{chunk:05d}"
+    return stage / "chunks" / f"{name}.parquet", stage / "counts" / f"{name}.json"
+
+
+def _expected_rows(settings: SyntheticSettings, chunk: int) -> int:
+    from synthetic.generate import chunk_bounds
+
+    start, stop = chunk_bounds(chunk, settings.chunk_size, settings.target)
+    return max(0, stop - start)
+
+
+def _rows(path: Path) -> int | None:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def chunk_done(stage: Path, chunk: int, settings: SyntheticSettings) -> bool:
+    """A finished chunk of this target: its file holds every scenario of its range and no engine error.
+
+    The row count, not the file alone: the target is not part of the variant folder, so a raised target
+    extends the last chunk (rerun from the request cache) instead of regenerating the run. The sidecar check
+    also catches chunks written by earlier code that saved engine errors as finished.
+    """
+    path, sidecar = chunk_paths(stage, chunk)
+    if not path.is_file() or _rows(path) != _expected_rows(settings, chunk):
+        return False
+    return not int(_sidecar(sidecar).get("reason:engine_error", 0))
+
+
+def chunk_attempts(stage: Path, chunk: int) -> tuple[Path, Path, bool] | None:
+    """(Parquet, sidecar, finished) of the chunk's latest attempts, or None when it has none.
+
+    A `chunk-` file whose sidecar counts engine errors (written by earlier code) is not finished. The row count
+    is the executor's business (`chunk_done` reruns a chunk of another target); a rerun that failed leaves the
+    old file, which the summary still counts, next to the failure it reports.
+    """
+    done, done_sidecar = chunk_paths(stage, chunk)
+    if done.is_file() and not int(_sidecar(done_sidecar).get("reason:engine_error", 0)):
+        return done, done_sidecar, True
+    part, part_sidecar = chunk_paths(stage, chunk, complete=False)
+    if part.is_file():
+        return part, part_sidecar, False
+    if done.is_file():
+        return done, done_sidecar, False
+    return None
 
 
 class SynthesizeChunks(PipelineStep):
@@ -69,11 +130,10 @@ class SynthesizeChunks(PipelineStep):
         from synthetic.scenarios import Grounding, ScenarioSampler, load_grid
 
         stage = Path(self.stage_dir)
-        chunk_path = stage / "chunks" / f"chunk-{rank:05d}.parquet"
-        if chunk_path.is_file():
+        settings = SyntheticSettings.model_validate(self.settings)
+        if chunk_done(stage, rank, settings):
             self.stat_update("chunks_skipped")
             return
-        settings = SyntheticSettings.model_validate(self.settings)
         grid = load_grid(settings.grid)
         sampler = ScenarioSampler(
             grid,
@@ -97,10 +157,32 @@ class SynthesizeChunks(PipelineStep):
         for key, value in counts.items():
             if value:
                 self.stat_update(key.replace("reason:", "rejected_"), value=value)
-        # the sidecar first: a chunk file never exists without its counts
-        write_json_atomic(stage / "counts" / f"chunk-{rank:05d}.json", counts, sort_keys=True)
+        errors = counts.get("reason:engine_error", 0)
+        done_path, done_sidecar = chunk_paths(stage, rank)
+        part_path, part_sidecar = chunk_paths(stage, rank, complete=False)
+        # what earlier, incomplete attempts of this chunk generated still counts in the run's totals
+        earlier = _sidecar(part_sidecar) if part_path.is_file() else {}
+        for key in ("generated", "output_tokens", "generate_ms"):
+            counts[key] = counts.get(key, 0) + int(earlier.get(key, 0))
         table = pa.Table.from_pylist(result.rows, schema=dialogue_schema(result.dimensions, attempts=True))
-        write_table_atomic(table, chunk_path)
+        if errors:
+            # not finished: kept as `incomplete-` (the summary counts it, finalize keeps its good rows) and no
+            # completion marker counts (run_synthesize clears it), so a rerun retries the failed requests; the
+            # request cache holds only successful completions, so nothing else is generated again
+            write_json_atomic(part_sidecar, counts, sort_keys=True)
+            write_table_atomic(table, part_path)
+            done_path.unlink(missing_ok=True)  # a finished file of another target must not win over this one
+            done_sidecar.unlink(missing_ok=True)
+            logger.warning(
+                f"chunk {rank}: {errors} of {len(result.rows)} request(s) failed in the engine; "
+                "the chunk is not finished and a rerun retries them"
+            )
+        else:
+            # the sidecar first: a chunk file never exists without its counts
+            write_json_atomic(done_sidecar, counts, sort_keys=True)
+            write_table_atomic(table, done_path)
+            part_path.unlink(missing_ok=True)
+            part_sidecar.unlink(missing_ok=True)
         yield from ()
 
 
@@ -134,8 +216,10 @@ def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> 
         schema = pq.read_schema(file)
         if "id" not in schema.names or "text" not in schema.names:
             raise ValueError(f"{file}: grounding input needs columns id and text (a scored Parquet file)")
-        columns = ["id", "text"] + [c for c in ("prosocial",) if c in schema.names]
+        columns = ["id", "text"] + [c for c in ("prosocial", "repeat_index") if c in schema.names]
         table = pq.read_table(file, columns=columns)
+        if "repeat_index" in columns:  # a published mixture repeats documents: one copy each
+            table = table.filter(pc.equal(table["repeat_index"], 0))
         score = table["prosocial"] if "prosocial" in columns else pa.nulls(table.num_rows, pa.float64())
         score = pc.fill_null(score.cast(pa.float64()), 0.0)
         table = table.append_column("score", pc.if_else(pc.is_nan(score), 0.0, score))  # NaN would not sort
@@ -175,18 +259,101 @@ def _groundings(settings: SyntheticSettings, stage: Path, fallback: str | None) 
 
 
 # -- checks before any work ----------------------------------------------------------------------------------
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
+
+
+def _hub_cached(model: str) -> bool:
+    """Whether the hub id has a snapshot (its config.json) in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id at all
+        return False
+    return isinstance(found, str)
+
+
+def check_model(settings: SyntheticSettings) -> None:
+    """The generator model can be loaded by the workers: a known builtin, a local folder with a config and
+    tokenizer files, or a hub id that is cached here or that the Hub has.
+
+    Why before any work: a model the workers cannot load fails at engine start, after `corpus run` spent hours
+    on the corpus stages, with an error that names no setting. A hub id that is not cached is accepted when the
+    Hub answers for it (each worker then downloads it, which is logged), and refused offline. The openai engine
+    sends the name to the server, which resolves it: not checked.
+    """
+    from synthetic.tiny_model import BUILTIN_PREFIX, TINY_MODEL_ID
+
+    model = settings.model
+    if not model:
+        raise ValueError(f"synthetic.model: empty (a hub id, a local path or {TINY_MODEL_ID})")
+    if model.startswith(BUILTIN_PREFIX):
+        if model != TINY_MODEL_ID:
+            raise ValueError(f"synthetic.model: unknown builtin model {model!r} (known: {TINY_MODEL_ID})")
+        return
+    folder = Path(model).expanduser()
+    looks_local = model.startswith(("/", "./", "../", "~")) or folder.exists()
+    if looks_local and not folder.is_dir():
+        raise ValueError(f"synthetic.model: local model folder not found: {model}")
+    if settings.engine != "vllm":
+        return
+    if looks_local:
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"synthetic.model: {model} has no config.json (not a Hugging Face model folder)")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ValueError(
+                f"synthetic.model: {model} has no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); "
+                "save the tokenizer next to the weights (tokenizer.save_pretrained)"
+            )
+        return
+    if _hub_cached(model):
+        return
+    from huggingface_hub import HfApi, constants
+
+    missing = f"synthetic.model: {model!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+    fix = f"download it first (`hf download {model}`), point HF_HOME at a cache that has it, or use a local folder"
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{missing} and HF_HUB_OFFLINE is set: {fix}")
+    # an unreachable Hub or an unknown repo: the workers could not download it either
+    try:
+        HfApi().model_info(model, timeout=10)
+    except Exception as exc:
+        raise ValueError(
+            f"{missing}, and the Hub did not serve it ({type(exc).__name__}: {exc}): {fix}"
+        ) from None
+    logger.warning(
+        f"{missing}: every worker downloads it at engine start (a shared HF_HOME downloads it once)"
+    )
+
+
+def check_min_scores(settings: SyntheticSettings, grid_dimensions: list[str]) -> None:
+    """A typo'd `synthetic.min_scores` key would silently leave that dimension at `min_score`."""
+    import difflib
+
+    from classifiers.taxonomy import load_taxonomy
+
+    try:
+        known = set(grid_dimensions) | set(load_taxonomy().dimensions)
+    except Exception:  # a broken taxonomy is the classifier's error to report; the grid's names still count
+        known = set(grid_dimensions)
+    for key in settings.min_scores:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(
+                f"synthetic.min_scores: unknown dimension {key!r}{hint}; known: {', '.join(sorted(known))}"
+            )
+
+
 def preflight(settings: SyntheticSettings) -> None:
-    """Fail in the first second on a bad grid, unknown dimensions or a missing local model folder."""
+    """Fail in the first second on a bad grid, unknown dimensions or threshold keys, or a model the workers
+    could not load (unknown builtin, folder without tokenizer, hub id not cached)."""
     from synthetic.scenarios import ScenarioSampler, load_grid
 
     grid = load_grid(settings.grid)
     ScenarioSampler(grid, seed=settings.seed, dimensions=settings.dimensions or None)
-    model = settings.model
-    looks_local = model.startswith(("/", "./", "../", "~")) or Path(model).exists()
-    if not model:
-        raise ValueError("synthetic.model: empty (a hub id, a local path or builtin:tiny-random-llama)")
-    if looks_local and not model.startswith("builtin:") and not Path(model).expanduser().is_dir():
-        raise ValueError(f"synthetic.model: local model folder not found: {model}")
+    check_min_scores(settings, list(grid.dimensions))
+    check_model(settings)
     if (
         settings.grounding_fraction > 0
         and settings.grounding_input
@@ -213,23 +380,30 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
     midtrain.mkdir(parents=True, exist_ok=True)
     expected = set()
     missing = []
+    incomplete = []
+    first_error = None
     for chunk in range(n_chunks):
-        path = stage / "chunks" / f"chunk-{chunk:05d}.parquet"
-        if not path.is_file():
+        found = chunk_attempts(stage, chunk)
+        if found is None:
             missing.append(chunk)
             continue
-        sidecar = stage / "counts" / f"chunk-{chunk:05d}.json"
+        path, sidecar, finished = found
+        if not finished:
+            incomplete.append(chunk)
         if sidecar.is_file():
             for key in ("generated", "cached", "output_tokens", "generate_ms"):
-                counts[key] += int(json.loads(sidecar.read_text()).get(key, 0))
+                counts[key] += int(_sidecar(sidecar).get(key, 0))
         table = pq.read_table(path)
         dims = [n[3:] for n in table.schema.names if n.startswith("ps_")]
         accepted = []
         for row in table.to_pylist():
             counts["attempted"] += 1
             validation = row["validation"]
-            if row["finish_reason"] is not None and row["finish_reason"].startswith("error"):
+            if (row["finish_reason"] or "").startswith(f"error: {PROMPT_TOO_LONG}"):
+                counts["prompts_too_long"] += 1  # refused for good (a rerun would refuse it again): attempted
+            elif row["finish_reason"] is not None and row["finish_reason"].startswith("error"):
                 counts["engine_errors"] += 1
+                first_error = first_error or row["finish_reason"].removeprefix("error: ")
             elif "unparseable" not in validation["reasons"] and "truncated" not in validation["reasons"]:
                 counts["parsed"] += 1
             if validation["passed"]:
@@ -261,6 +435,7 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
         "parsed": counts["parsed"],
         "parseable_fraction": round(counts["parsed"] / attempted_ok, 4) if attempted_ok else None,
         "engine_errors": counts["engine_errors"],
+        "prompts_too_long": counts["prompts_too_long"],
         "accepted": counts["accepted"],
         "rejected": counts["rejected"],
         "rejected_by_reason": dict(sorted(reasons.items())),
@@ -269,6 +444,9 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
         "cached_requests_total": counts["cached"],
         "output_tokens_total": counts["output_tokens"],
         "chunks_missing": missing,
+        # chunks holding engine errors: not finished, rerunning retries their failed requests
+        "chunks_incomplete": incomplete,
+        "first_engine_error": first_error,
     }
 
 
@@ -285,24 +463,67 @@ _TRANSPORT = {
 }
 
 
+# Settings that only judge completions (or say how many to make): changing them re-validates cached completions
+# and extends or shortens the run, but never asks for a completion made before under other values.
+_VERDICT_ONLY = {
+    "target",
+    "chunk_size",
+    "min_score",
+    "min_scores",
+    "min_chars",
+    "min_language_score",
+    "character_checks",
+    "near_dup_threshold",
+}
+
+
+def _grid_digest(settings: SyntheticSettings) -> str:
+    import hashlib
+
+    from synthetic.scenarios import resolve_grid_path
+
+    return hashlib.sha256(resolve_grid_path(settings.grid).read_bytes()).hexdigest()
+
+
+def synth_identity(settings: SyntheticSettings) -> str:
+    """Hash of what shapes the generated completions (model, engine, grid content, sampling, seed, language,
+    turn and length bounds, grounding...), not the target, thresholds or transport.
+
+    `corpus synth` keys its work folder by it: raising `synthetic.target` extends the same run (finished chunks
+    and cached completions are reused), a new threshold re-judges cached completions without a request, and a
+    new `concurrency` or endpoint is the same run.
+    """
+    import hashlib
+
+    data = settings.model_dump(mode="json", exclude=_TRANSPORT | _VERDICT_ONLY)
+    if settings.engine == "openai":  # the one endpoint setting that changes what comes back
+        data["structured"] = settings.openai.structured
+    data["grid"] = _grid_digest(settings)
+    data["validation"] = VALIDATION_VERSION  # new checks re-judge finished chunks from the request cache
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def variant_key(settings: SyntheticSettings, bundle_path: str | None) -> str:
-    """Hash of everything that decides a chunk's content and verdicts (seed, target, model, grid, thresholds,
+    """Hash of everything that decides a chunk's content and verdicts (seed, chunk size, model, grid, thresholds,
     bundle...). Chunk files and completion markers live under `v-<key>/`, so a rerun with other settings
     (a refresh top-up round with a new seed, a rebuilt bundle, an edited grid) never reuses chunks made for
-    different ones, while the request cache of the work folder, keyed by request content, stays shared."""
+    different ones, while the request cache of the work folder, keyed by request content, stays shared.
+
+    Not the target: a chunk is finished only when it holds its whole range for the current target
+    (`chunk_done`), so raising the target reruns only the last chunk (from the cache) and adds new ones."""
     import hashlib
 
     from classifiers.bundle import BundleError, read_manifest
-    from synthetic.scenarios import resolve_grid_path
 
-    data = settings.model_dump(mode="json", exclude=_TRANSPORT)
+    data = settings.model_dump(mode="json", exclude=_TRANSPORT | {"target"})
     # contents, not paths: a bundle rebuilt in place (or built after a first run without one) and an edited
     # grid must not reuse chunks judged or written under the old ones
     try:
         data["bundle"] = read_manifest(Path(bundle_path))["version"] if bundle_path else None
     except BundleError:
         data["bundle"] = f"unavailable:{bundle_path}"
-    data["grid"] = hashlib.sha256(resolve_grid_path(settings.grid).read_bytes()).hexdigest()
+    data["grid"] = _grid_digest(settings)
+    data["validation"] = VALIDATION_VERSION  # new checks re-judge finished chunks from the request cache
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -340,10 +561,39 @@ def task_resources(settings: SyntheticSettings, client: Any) -> dict[str, float]
     return {"GPU": need}
 
 
-def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
+def grounding_fallback(ctx: RunContext) -> tuple[str | None, str]:
+    """Where excerpts come from without `synthetic.grounding_input`: this run's dedup/curate output, else the
+    published corpus (`OUT/latest`'s pretrain mixture, as `corpus synth` on a built corpus), else nowhere."""
+    for previous in ("dedup", "curate"):
+        output = (ctx.results.get(previous) or {}).get("output_dir")
+        if output:
+            return output, f"this run's {previous} output"
+    from pipelines.publish.publish import latest_version, versions_dir
+
+    latest = latest_version(ctx.out)
+    pretrain = versions_dir(ctx.out) / latest / "pretrain" if latest else None
+    if pretrain is not None and pretrain.is_dir() and list_parquet(pretrain):
+        return str(pretrain), f"published {latest} pretrain"
+    return None, "none"
+
+
+def clear_unfinished_markers(stage: Path, settings: SyntheticSettings, chunks: int) -> list[int]:
+    """Remove datatrove's completion marker of every chunk that is not finished for this target, so the
+    executor runs it: a chunk with engine errors, a last chunk of a smaller target, a chunk file deleted by hand.
+    Returns the chunks to run."""
+    todo = []
+    for chunk in range(chunks):
+        if not chunk_done(stage, chunk, settings):
+            todo.append(chunk)
+            (stage / "logs" / "completions" / f"{chunk:05d}").unlink(missing_ok=True)
+    return todo
+
+
+def run_synthesize(ctx: RunContext, force: bool = False, midtrain: Path | None = None) -> dict[str, Any]:
     """Generate `synthetic.target` dialogues on the cluster and stage the accepted ones in `midtrain/`.
 
-    Inside `corpus run` the stage is skipped when `synthetic.enabled` is false; `corpus synth` forces it.
+    Inside `corpus run` the stage is skipped when `synthetic.enabled` is false; `corpus synth` forces it and
+    passes its own (empty) `midtrain` folder; the default is the version being built (`<staging>/midtrain`).
     """
     from pipelines.executor import DaskPipelineExecutor, RankFailed
     from synthetic.generate import n_chunks
@@ -362,17 +612,39 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
     root = ctx.stage_dir(STAGE)
     stage = root / f"v-{variant_key(settings, bundle_path)}"
     stage.mkdir(parents=True, exist_ok=True)
-    midtrain = ctx.staging / "midtrain"
-    fallback = None
-    for previous in ("dedup", "curate"):
-        output = (ctx.results.get(previous) or {}).get("output_dir")
-        if output:
-            fallback = output
-            break
+    midtrain = midtrain or ctx.staging / "midtrain"
+    fallback, fallback_name = grounding_fallback(ctx)
     groundings = _groundings(settings, stage, fallback)
+    grounding_source = settings.grounding_input or fallback_name
+    if settings.grounding_fraction > 0 and not groundings:
+        logger.warning(
+            f"synthesize: NO GROUNDING: synthetic.grounding_fraction={settings.grounding_fraction} but no "
+            f"excerpts (source: {grounding_source}); every scenario is ungrounded. Set synthetic.grounding_input "
+            "to scored Parquet, or synthetic.grounding_fraction=0 to silence this"
+        )
     chunks = n_chunks(settings.target, settings.chunk_size)
-    before = {p.name for p in (stage / "chunks").glob("chunk-*.parquet")}
+    todo = clear_unfinished_markers(stage, settings, chunks)
+    # sidecars as they were: a chunk run now counts what its earlier incomplete attempts generated too
+    counts_before = {
+        p.name: (p.stat().st_mtime_ns, int(_sidecar(p).get("generated", 0)))
+        for p in (stage / "counts").glob("*.json")
+    }
     resources = task_resources(settings, ctx.client)
+    progress = {"done": chunks - len(todo), "passed": 0}
+
+    def chunk_finished(rank: int, ok: bool) -> None:
+        # the console's only sign of life during a long generation (the executor's bar is off: vLLM's
+        # and the workers' lines would tear it)
+        progress["done"] += 1
+        found = chunk_attempts(stage, rank)
+        if found is not None:
+            progress["passed"] += int(_sidecar(found[1]).get("passed_checks", 0))
+        state = "done" if ok and found is not None and found[2] else ("incomplete" if ok else "failed")
+        logger.info(
+            f"synthesize: chunk {rank} {state}; {progress['done']}/{chunks} chunks, "
+            f"{progress['passed']} dialogue(s) passed checks in the chunks run now"
+        )
+
     executor = DaskPipelineExecutor(
         [
             SynthesizeChunks(
@@ -385,6 +657,7 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
         resources=resources,
         name="synthesize",
         progress=False,
+        on_rank_done=chunk_finished,
     )
     failed: dict[int, str] = {}
     try:
@@ -396,14 +669,14 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
         logger.error(str(exc))
     finally:
         release_engines(ctx.client)
-    after = {p.name for p in (stage / "chunks").glob("chunk-*.parquet")}
     summary = finalize(settings, stage, midtrain, chunks)
-    ran_now = sorted(after - before)
     generated_now = 0
-    for name in ran_now:
-        sidecar = stage / "counts" / name.replace(".parquet", ".json")
-        if sidecar.is_file():
-            generated_now += int(json.loads(sidecar.read_text()).get("generated", 0))
+    ran_now = 0
+    for path in (stage / "counts").glob("*.json"):
+        if counts_before.get(path.name, (None,))[0] != path.stat().st_mtime_ns:  # written by this run
+            ran_now += 1
+            earlier = counts_before.get("incomplete-" + path.name.split("-", 1)[1], (None, 0))[1]
+            generated_now += int(_sidecar(path).get("generated", 0)) - earlier
     summary.update(
         {
             "enabled": True,
@@ -412,10 +685,12 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
             "gpu": bool(resources),
             "target": settings.target,
             "chunks": chunks,
-            "chunks_run": len(ran_now),
-            "chunks_skipped": len(before & after),
+            "chunks_run": ran_now,
+            "chunks_skipped": chunks - len(todo),
             "chunks_failed": {str(k): v for k, v in sorted(failed.items())},
             "generated_requests": generated_now,
+            "grounding_source": grounding_source,
+            "groundings": len(groundings),
             "midtrain_dir": str(midtrain),
             "chunks_dir": str(stage / "chunks"),
             "seconds": round(time.time() - start, 1),
@@ -426,10 +701,55 @@ def run_synthesize(ctx: RunContext, force: bool = False) -> dict[str, Any]:
         f"synthesize: {summary['attempted']} attempted, {summary['accepted']} accepted, "
         f"rejected by reason {summary['rejected_by_reason']}"
     )
+    if summary["engine_errors"]:
+        logger.warning(
+            f"synthesize: {summary['engine_errors']} of {summary['attempted']} request(s) failed in the engine "
+            f"(first: {summary['first_engine_error']}); chunks {summary['chunks_incomplete']} are not finished "
+            "and a rerun retries them"
+        )
     return summary
 
 
 # -- `corpus synth` -------------------------------------------------------------------------------------------
+SYNTH_DIR = "synth"  # OUT/synth/midtrain -> .generations/<run>: the dialogues of the last `corpus synth`
+
+
+def synth_midtrain(out: Path) -> Path:
+    """`OUT/synth/midtrain`: where `corpus synth` publishes (a symlink to the last finished generation)."""
+    return Path(out) / SYNTH_DIR / "midtrain"
+
+
+def new_generation(out: Path, run_id: str) -> Path:
+    """An empty folder for this `corpus synth`'s accepted dialogues; hidden and not named `midtrain`, so the
+    contract's glob `OUT/**/midtrain/*.parquet` never sees it before it is published (or two of them)."""
+    folder = Path(out) / SYNTH_DIR / ".generations" / f"{run_id}-{time.time_ns()}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def publish_generation(out: Path, generation: Path) -> Path:
+    """Point `OUT/synth/midtrain` at `generation` with one atomic rename of a fresh symlink; remove the
+    generations before the one it replaced (that one stays for readers that opened it a moment ago)."""
+    import shutil
+
+    from pipelines.atomic import fsync_dir
+
+    link = synth_midtrain(out)
+    if link.exists() and not link.is_symlink():
+        raise RuntimeError(f"{link} is a real folder, not the link `corpus synth` keeps there: move it away")
+    previous = (link.parent / os.readlink(link)).resolve() if link.is_symlink() else None
+    tmp = link.with_name(f".midtrain.tmp-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(os.path.relpath(generation, link.parent), tmp)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)
+    for old in generation.parent.iterdir():
+        if old.resolve() not in (generation.resolve(), previous):
+            shutil.rmtree(old, ignore_errors=True)
+    return link
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
     parser.add_argument(
@@ -441,24 +761,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done; 1 chunks failed, missing or left incomplete by engine errors (rerun retries them;
+    the summary is printed either way); 2 bad config; 75 another run holds OUT's lock (as `corpus run`)."""
+    import sys
+
     from pipelines.cluster import connect
-    from pipelines.config import load_config
+    from pipelines.config import ConfigError, load_config
     from pipelines.context import RunContext
-    from pipelines.graph import config_hash
+    from pipelines.publish.lock import LockHeld, LockUnsupported, RunLock
+    from pipelines.publish.refresh import EXIT_LOCKED
+    from pipelines.publish.state import StateStore
     from pipelines.stdout import summary_stdout
 
     config = load_config(args.config, args.overrides)
     try:
         preflight(config.synthetic)
     except ValueError as exc:
-        from pipelines.config import ConfigError
-
         raise ConfigError(str(exc)) from None
-    run_id = f"synth-{config_hash(config)[:12]}"
-    with summary_stdout() as out:
-        with connect(config.cluster) as client:
-            ctx = RunContext(config=config, client=client, run_id=run_id)
-            summary = run_synthesize(ctx, force=True)
-        summary["run_id"] = run_id
-        print(json.dumps(summary, indent=2, default=str), file=out)
-    return 1 if summary.get("chunks_failed") or summary.get("chunks_missing") else 0
+    run_id = f"synth-{synth_identity(config.synthetic)}"
+    config.out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(StateStore(config.state_dir).lock_path, "corpus synth")
+        lock.acquire()
+    except LockHeld as exc:  # two runs on one OUT would generate the same dialogues twice
+        print(f"corpus synth: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except LockUnsupported as exc:
+        print(f"corpus synth: {exc}", file=sys.stderr)
+        return 1
+    try:
+        leftovers = sorted(config.work_dir.glob("synth-*/version/midtrain"))
+        if leftovers:
+            logger.warning(
+                f"corpus synth: dialogues of an earlier layout in {', '.join(map(str, leftovers))}; they repeat "
+                f"{synth_midtrain(config.out)}'s under OUT/**/midtrain/: delete them"
+            )
+        with summary_stdout() as out:
+            with connect(config.cluster) as client:
+                ctx = RunContext(config=config, client=client, run_id=run_id)
+                generation = new_generation(config.out, run_id)
+                summary = run_synthesize(ctx, force=True, midtrain=generation)
+                summary["midtrain_dir"] = str(publish_generation(config.out, generation))
+            summary["run_id"] = run_id
+            print(json.dumps(summary, indent=2, default=str), file=out)
+    finally:
+        lock.release()
+    errors, attempted = summary.get("engine_errors", 0), summary.get("attempted", 0)
+    if attempted and errors == attempted:
+        print(
+            f"corpus synth: all {errors} request(s) failed in the engine (first: {summary.get('first_engine_error')}); "
+            "nothing was generated. Rerunning the same command retries them",
+            file=sys.stderr,
+        )
+        return 1
+    if summary.get("chunks_failed") or summary.get("chunks_missing") or summary.get("chunks_incomplete"):
+        print(
+            f"corpus synth: not finished ({len(summary.get('chunks_failed') or {})} chunk(s) failed, "
+            f"{len(summary.get('chunks_missing') or [])} missing, {len(summary.get('chunks_incomplete') or [])} "
+            f"with {errors} engine error(s)); rerunning the same command resumes",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -4,7 +4,10 @@
 order. The vLLM engine hands the whole list to one `LLM.chat` call so vLLM's scheduler keeps the device full
 (continuous batching); the OpenAI-compatible engine keeps `concurrency` requests in flight, retries transient
 failures with exponential backoff and jitter, and applies a timeout per request. A request that still fails
-comes back as a Completion with `error` set: the caller counts it, it is never silently dropped.
+comes back as a Completion with `error` set: the caller counts it, it is never silently dropped. A prompt
+longer than the model's context is refused per request (error `prompt_too_long: ...`), never the whole
+batch: vLLM rejects a whole `LLM.chat` call for one such prompt, so the vLLM engine sets the offenders
+aside and sends the rest again.
 
 Engines are cached per process (`get_engine`), keyed by everything that changes the loaded model, so the Dask
 tasks of a worker share one vLLM engine (~20 s to start, ~3 GB on CPU) instead of loading one each. At most
@@ -28,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthetic.tiny_model import resolve_model
+
+# the prefix of a Completion's error when the engine refused the prompt for being longer than the context
+PROMPT_TOO_LONG = "prompt_too_long"
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,8 @@ class Engine:
     model_id: str
 
     def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Completion]:
-        """One Completion per request, in order; `on_result` is called as each one finishes."""
+        """One Completion per request, in order; `on_result` is called for each one when it is available:
+        as each finishes (openai), or for all of them once the whole batch has finished (vllm)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -212,21 +219,83 @@ class VLLMEngine(Engine):
         )
 
     def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Completion]:
+        """All requests in one `LLM.chat` call (vLLM batches them); `on_result` sees the completions only
+        when that call returns, because `LLM.chat` returns nothing earlier: a task killed mid-batch keeps
+        none of the batch in the request cache.
+
+        A prompt vLLM refuses (longer than `max_model_len`, or any other per-request validation error)
+        fails the whole call. Then the over-long prompts are found with the model's chat template and
+        tokenizer and come back as `prompt_too_long` errors, and the rest is sent again as one batch.
+        Whatever still fails is split in halves until each refused request is alone, so one bad prompt
+        never costs the others their completions. The happy path pays nothing for this.
+        """
         if not requests:
             return []
+        from vllm.exceptions import VLLMValidationError
+
+        results: dict[str, Completion] = {}
+        try:
+            results = self._chat(requests)
+        except VLLMValidationError:
+            limit = self.spec.max_model_len
+            send = []
+            for request in requests:
+                n = self.prompt_tokens(request)
+                if n >= limit:  # vLLM needs room for at least one output token
+                    results[request.id] = Completion(
+                        request.id,
+                        "",
+                        None,
+                        0,
+                        f"{PROMPT_TOO_LONG}: the prompt has {n} tokens, max_model_len is {limit}",
+                    )
+                else:
+                    send.append(request)
+            results.update(self._chat_isolating(send))
+        completions = [results[r.id] for r in requests]
+        if on_result is not None:
+            for completion in completions:
+                on_result(completion)
+        return completions
+
+    def _chat(self, requests: list[Request]) -> dict[str, Completion]:
+        if not requests:
+            return {}
         outputs = self.llm.chat(
             [r.chat_messages() for r in requests],
             [self.sampling_params(r) for r in requests],
             use_tqdm=False,
         )
-        results = []
+        results = {}
         for request, output in zip(requests, outputs, strict=True):
             choice = output.outputs[0]
-            completion = Completion(request.id, choice.text, choice.finish_reason, len(choice.token_ids))
-            results.append(completion)
-            if on_result is not None:
-                on_result(completion)
+            results[request.id] = Completion(
+                request.id, choice.text, choice.finish_reason, len(choice.token_ids)
+            )
         return results
+
+    def _chat_isolating(self, requests: list[Request]) -> dict[str, Completion]:
+        """`_chat`, splitting the batch in halves while vLLM refuses it, down to the refused requests."""
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            return self._chat(requests)
+        except VLLMValidationError as exc:
+            if len(requests) == 1:
+                message = str(exc)
+                too_long = "maximum context length" in message or "maximum model length" in message
+                error = f"{PROMPT_TOO_LONG}: {message}" if too_long else f"refused by vLLM: {message}"
+                return {requests[0].id: Completion(requests[0].id, "", None, 0, error[:500])}
+            half = len(requests) // 2
+            return {**self._chat_isolating(requests[:half]), **self._chat_isolating(requests[half:])}
+
+    def prompt_tokens(self, request: Request) -> int:
+        """The prompt's length in tokens, rendered with the model's chat template as `LLM.chat` renders it."""
+        tokenizer = self.llm.get_tokenizer()
+        text = tokenizer.apply_chat_template(
+            request.chat_messages(), tokenize=False, add_generation_prompt=True
+        )
+        return len(tokenizer.encode(text, add_special_tokens=False))
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -365,9 +434,10 @@ class OpenAIEngine(Engine):
                 error = f"HTTP {response.status_code}"
                 continue
             if response.status_code >= 400:
-                return Completion(
-                    request.id, "", None, 0, f"HTTP {response.status_code}: {response.text[:200]}"
-                )
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code == 400 and "maximum context length" in response.text:
+                    error = f"{PROMPT_TOO_LONG}: {error}"  # vLLM's and OpenAI's wording
+                return Completion(request.id, "", None, 0, error)
             try:
                 data = response.json()
                 choice = data["choices"][0]

@@ -1,9 +1,13 @@
 """One chunk of the synthetic stage: scenarios -> requests -> completions (cached) -> validated rows.
 
 A chunk is the unit of work and of resumption. Its scenarios are a pure function of (seed, index), so a task
-needs only its chunk number. Completions are appended to a per-chunk request cache (JSONL) as they arrive,
-so a task that is retried (worker lost, killed run) sends only the requests the cache lacks. The file
-I/O of finished chunks (atomic Parquet) belongs to the caller (pipelines/synthesize.py).
+needs only its chunk number. Completions are appended to a per-chunk request cache (JSONL) as the engine
+hands them over, so a task that is retried (worker lost, killed run) sends only the requests the cache
+lacks. The openai engine hands each completion over as it arrives. The vllm engine sends the chunk as one
+`LLM.chat` batch (what its throughput needs) and hands over all of them only when the batch returns: a task
+killed mid-batch loses that batch's completions, and its retry generates the whole chunk again. Keep
+`chunk_size` at a size whose loss you can afford. The file I/O of finished chunks (atomic Parquet) belongs to
+the caller (pipelines/synthesize.py).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from synthetic.engine import Completion, EngineSpec, Request, get_engine
 from synthetic.scenarios import (
@@ -30,11 +35,14 @@ from synthetic.validate import (
     assistant_text,
     character_reasons,
     dimension_score,
+    is_valid_unicode,
     language_reasons,
     leakage,
+    lid_model,
     load_bundle_or_none,
     parse_dialogue,
     refusal,
+    storable,
     structure_reasons,
 )
 
@@ -85,7 +93,10 @@ class RequestCache:
             self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by sync()
             if torn:  # a process killed mid-line: end that line, or the next record would merge into it
                 self._handle.write("\n")
-        self._handle.write(json.dumps(completion.to_json(), ensure_ascii=False) + "\n")
+        line = json.dumps(completion.to_json(), ensure_ascii=False)
+        if not is_valid_unicode(line):  # a lone surrogate (an endpoint's JSON escape): keep it as \\udXXX
+            line = json.dumps(completion.to_json())
+        self._handle.write(line + "\n")
         self._handle.flush()
 
     def sync(self) -> None:
@@ -182,7 +193,13 @@ def validate_attempts(
     bundle_path: str | Path | None,
     result: ChunkResult,
 ) -> list[dict[str, Any]]:
-    """Apply every per-dialogue check; each failing check adds its reason to the row's `validation`."""
+    """Apply every per-dialogue check; each failing check adds its reason to the row's `validation`.
+
+    A check that crashes on one dialogue (an input nobody foresaw) rejects that dialogue with
+    `validation_error` and a note; it must not fail the chunk, because the request cache would replay the
+    same completion on every retry and the chunk could never finish. Batched checks (language, classifier)
+    are retried one dialogue at a time after a crash to find the culprit.
+    """
     counts = result.counts
     parsed = [parse_dialogue(c.text, c.finish_reason, c.error) for c in completions]
     reasons: list[list[str]] = [[p.reason] if p.reason else [] for p in parsed]
@@ -190,24 +207,44 @@ def validate_attempts(
     counts["parsed"] += len(ok)
     counts["control_chars_replaced"] += sum(p.replaced_control_chars for p in parsed)
 
+    def failed(i: int, check: str, exc: BaseException) -> None:
+        if "validation_error" not in reasons[i]:
+            reasons[i].append("validation_error")
+        result.notes.append(
+            storable(f"request {requests[i].id}: {check} check failed: {type(exc).__name__}: {exc}")[:500]
+        )
+
     for i in ok:
         turns = parsed[i].turns
-        reasons[i] += structure_reasons(
-            turns, settings.min_turns, settings.max_turns, settings.min_chars, settings.max_chars
-        )
-        if settings.character_checks:
-            reasons[i] += character_reasons(turns, settings.language)
-        if leakage(turns, instruction_wording(requests[i].messages[-1][1])):
-            reasons[i].append("template_leakage")
-        if refusal(turns):
-            reasons[i].append("refusal_boilerplate")
+        try:
+            found = structure_reasons(
+                turns, settings.min_turns, settings.max_turns, settings.min_chars, settings.max_chars
+            )
+            if settings.character_checks:
+                found += character_reasons(turns, settings.language)
+            if leakage(turns, prompt_instructions(requests[i])):
+                found.append("template_leakage")
+            if refusal(turns):
+                found.append("refusal_boilerplate")
+        except Exception as exc:
+            failed(i, "structure/characters/leakage/refusal", exc)
+        else:
+            reasons[i] += found
 
     languages: dict[int, tuple[str, float]] = {}
-    detected, why = language_reasons(
-        [parsed[i].turns for i in ok], settings.language, settings.min_language_score
+    if ok:
+        lid_model()  # outside the per-dialogue guard: a missing model is the run's problem, not a dialogue's
+    detected = per_dialogue(
+        lambda batch: list(
+            zip(*language_reasons(batch, settings.language, settings.min_language_score), strict=True)
+        ),
+        [parsed[i].turns for i in ok],
     )
-    for i, found, extra in zip(ok, detected, why, strict=True):
-        languages[i] = found
+    for i, outcome in zip(ok, detected, strict=True):
+        if isinstance(outcome, BaseException):
+            failed(i, "language", outcome)
+            continue
+        languages[i], extra = outcome
         reasons[i] += extra
 
     bundle, why = load_bundle_or_none(bundle_path)
@@ -216,12 +253,25 @@ def validate_attempts(
     if bundle is None:
         result.notes.append(f"no classifier bundle: {why}")
     scores: dict[int, dict[str, float]] = {i: {} for i in ok}
+    unscored: set[int] = set()
     if bundle is not None and ok:
-        scored = bundle.score([assistant_text(parsed[i].turns) for i in ok])
-        for j, i in enumerate(ok):
-            scores[i] = {d: float(scored[d][j]) for d in dims}
+
+        def score(texts: list[str]) -> list[dict[str, float]]:
+            scored = bundle.score(texts)
+            return [{d: float(scored[d][j]) for d in dims} for j in range(len(texts))]
+
+        for i, outcome in zip(
+            ok, per_dialogue(score, [assistant_text(parsed[i].turns) for i in ok]), strict=True
+        ):
+            if isinstance(outcome, BaseException):
+                failed(i, "classifier", outcome)
+                unscored.add(i)
+            else:
+                scores[i] = outcome
     judged: dict[int, float | None] = {}
     for i in ok:
+        if i in unscored:
+            continue
         dimension = scenarios[i].dimension
         threshold = settings.threshold(dimension)
         judged[i] = dimension_score(scores[i], dimension) if bundle is not None else None
@@ -259,10 +309,43 @@ def validate_attempts(
                 "near_duplicate_of": None,
             },
             "output_tokens": comp.output_tokens,
-            "finish_reason": comp.finish_reason or ("error: " + (comp.error or ""))[:300],
-            "raw": comp.text if comp.error is None else comp.error,
+            "finish_reason": storable(comp.finish_reason or ("error: " + (comp.error or ""))[:300]),
+            "raw": storable(comp.text if comp.error is None else comp.error),
         }
         for d in dims:
             row[f"ps_{d}"] = scores.get(i, {}).get(d)
         rows.append(row)
     return rows
+
+
+def prompt_instructions(request: Request) -> str:
+    """The wording a dialogue must not copy: the system prompt and the user prompt's instructions (without
+    its excerpt and scenario line). A model echoing its system prompt ("You write realistic example
+    conversations between a user and an AI assistant ...") leaks the template as much as one echoing the
+    user prompt."""
+    return "\n".join(
+        instruction_wording(content) for role, content in request.messages if role in ("system", "user")
+    )
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def per_dialogue(check: Callable[[list[_T]], list[_R]], items: list[_T]) -> list[_R | Exception]:
+    """`check(items)` in one batch (fast); if it raises, one item at a time, so a crash costs only the
+    dialogue that caused it (its slot holds the exception)."""
+    if not items:
+        return []
+    try:
+        return list(check(items))
+    except Exception:
+        outcomes: list[_R | Exception] = []
+        for item in items:
+            try:
+                [one] = check([item])
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(one)
+        return outcomes

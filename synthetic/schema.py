@@ -11,11 +11,14 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "dialogue/1"
+# dialogue/2: `sampling.temperature` and `top_p` are float64 (float32 stored 0.8 as 0.800000011920929, which
+# is not the value the run used). Readers of a folder that mixes both (a refresh carries dialogue/1 files)
+# get the first file's type: pyarrow and `datasets` cast the others.
+SCHEMA_VERSION = "dialogue/2"
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SAMPLING = pa.struct(
-    [("temperature", pa.float32()), ("top_p", pa.float32()), ("max_tokens", pa.int32()), ("seed", pa.int64())]
+    [("temperature", pa.float64()), ("top_p", pa.float64()), ("max_tokens", pa.int32()), ("seed", pa.int64())]
 )
 VALIDATION = pa.struct(
     [

@@ -6,9 +6,22 @@ else has a default that runs offline on a fresh clone with CPU vLLM and the buil
 
 from __future__ import annotations
 
+import difflib
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+@lru_cache(maxsize=1)
+def _lid_labels() -> frozenset[str]:
+    """The codes lid.176 can return; empty when the model is missing (curate's preflight says so)."""
+    from classifiers.langid import lid_languages, lid_model_path
+
+    try:
+        return frozenset(lid_languages(lid_model_path()))
+    except (FileNotFoundError, ValueError, OSError):
+        return frozenset()
 
 
 class SamplingSettings(BaseModel):
@@ -126,6 +139,19 @@ class SyntheticSettings(BaseModel):
     strict: bool = Field(
         False, description="Fail the stage when a task fails instead of counting and continuing."
     )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        """Every message is checked against this lid.176 code: `english` or `EN` would reject every dialogue."""
+        labels = _lid_labels()
+        if labels and value not in labels:
+            close = difflib.get_close_matches(value.lower(), sorted(labels), n=3)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(
+                f"expected a lid.176 language code such as 'en', 'de' or 'fr', got {value!r}{hint}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticSettings:

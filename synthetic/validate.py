@@ -1,19 +1,24 @@
 """Validation of generated dialogues. Every check that fails adds a reason; nothing is dropped silently.
 
 Per-dialogue checks (run in the task that generated the dialogue):
-- parse: `engine_error`, `truncated` (hit max_tokens before the JSON closed), `unparseable`;
+- parse: `engine_error`, `prompt_too_long` (the prompt does not fit the model's context: the engine refused
+  it), `truncated` (hit max_tokens before the JSON closed), `unparseable`, `invalid_unicode` (text that is
+  not valid UTF-8, e.g. a lone surrogate from a JSON escape `"\\ud800"`: no tokenizer or Parquet writer
+  takes it);
 - structure: `unknown_role` (a system or tool turn), `first_turn_not_user`, `roles_not_alternating`,
   `last_turn_not_assistant`, `too_few_turns`, `too_many_turns`, `message_too_short`, `message_too_long`,
   `control_characters` (left after parsing);
 - language: `wrong_language` (lid.176 on the whole dialogue, below the score or another language),
   `mixed_language` (one message of 6+ words confidently in another language);
-- characters: `junk_characters` (private-use / unassigned code points), `unexpected_script` (letters of
-  another script in a Latin-script language);
-- template leakage: `template_leakage` (8 words of the prompt's instructions, chat-template markers or JSON
-  keys in the text; the scenario's own description may be echoed);
+- characters: `junk_characters` (private-use / unassigned code points, U+FFFD and the noncharacters
+  U+FFFE/U+FFFF), `unexpected_script` (letters of another script in a Latin-script language);
+- template leakage: `template_leakage` (8 words of the prompt's instructions, system prompt included,
+  chat-template markers or JSON keys in the text; the scenario's own description may be echoed);
 - refusal boilerplate: `refusal_boilerplate`;
 - classifier: `low_score_<dimension>` below the threshold, or `no_classifier` when thresholds are set but no
   bundle could be loaded.
+- `validation_error`: one of the checks above crashed on this dialogue (a bug or an input no check
+  foresaw); the dialogue is rejected and the chunk carries on (the note says which check and why).
 Run-level check (after every task, in scenario order, after the dialogues a refresh carries):
 `near_duplicate` (MinHash, `NearDuplicates`).
 """
@@ -29,6 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from synthetic.engine import PROMPT_TOO_LONG
+
+# Raised whenever a rule changes what passes (2: invalid_unicode, validation_error, U+FFFD as junk, the system
+# prompt in the leakage check). A stage that keys finished chunks by it re-judges them from the request cache
+# instead of keeping verdicts made under the old rules.
+VALIDATION_VERSION = 2
 
 # -- parsing --------------------------------------------------------------------------------------------------
 
@@ -48,6 +60,23 @@ def _clean(text: str) -> tuple[str, int]:
     return cleaned, n
 
 
+def is_valid_unicode(text: str) -> bool:
+    """False for text holding lone surrogates, which JSON escapes (`"\\ud800"`) can smuggle into a `str`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(text: str) -> str:
+    """`text` as valid UTF-8 for Parquet and JSONL: each lone surrogate becomes its escape, visible and
+    lossless to a reader (`\\ud800`)."""
+    if is_valid_unicode(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parse_dialogue(text: str, finish_reason: str | None, error: str | None) -> Parsed:
     """The messages of a guided-JSON completion, or the reason it cannot be used.
 
@@ -57,7 +86,7 @@ def parse_dialogue(text: str, finish_reason: str | None, error: str | None) -> P
     that real models do not produce, so they become spaces (counted) rather than poisoning the text.
     """
     if error:
-        return Parsed(None, "engine_error")
+        return Parsed(None, PROMPT_TOO_LONG if error.startswith(PROMPT_TOO_LONG) else "engine_error")
     try:
         data = json.loads(text, strict=False)
     except (json.JSONDecodeError, RecursionError):
@@ -84,6 +113,8 @@ def parse_dialogue(text: str, finish_reason: str | None, error: str | None) -> P
             turns = [{"role": t["role"], "content": t["content"]} for t in items]
     if turns is None:
         return Parsed(None, "unparseable")
+    if not all(is_valid_unicode(t["role"]) and is_valid_unicode(t["content"]) for t in turns):
+        return Parsed(None, "invalid_unicode")
     replaced = 0
     for turn in turns:
         turn["content"], n = _clean(turn["content"])
@@ -124,7 +155,7 @@ def structure_reasons(
 # -- leakage and refusals -----------------------------------------------------------------------------------
 _LEAK_MARKERS = re.compile(
     r"<\|[a-z_]+\|>|<<<|>>>|\"(?:exchanges|turns|user|assistant|role|content)\"\s*:|\bvalue in focus\b|\bmust not do\b|"
-    r"\bthese instructions\b|\bsource excerpt\b|\bthis is an example\b|\bexample conversation\b|\banswer with json\b",
+    r"\bthese instructions\b|\bsource excerpt\b|\bthis is an example\b|\bexample conversations?\b|\banswer with json\b",
     re.IGNORECASE,
 )
 _REFUSAL = re.compile(
@@ -192,10 +223,16 @@ LATIN_LANGUAGES = {
 }
 
 
+# U+FFFD is what a decoder leaves for bytes that were not UTF-8 (a model splitting a multi-byte character
+# across tokens, a broken detokenizer); U+FFFE/U+FFFF are noncharacters (category Cn, listed for clarity)
+_JUNK = frozenset("\ufffd\ufffe\uffff")
+
+
 def character_reasons(
     turns: list[dict[str, str]], language: str, max_foreign_letters: float = 0.02
 ) -> list[str]:
-    """`junk_characters` (private-use, unassigned or surrogate code points: never in real text) and
+    """`junk_characters` (private-use, unassigned or surrogate code points, U+FFFD, U+FFFE, U+FFFF: never in
+    real text) and
     `unexpected_script` (over 2 % of the letters outside the Latin script, for a Latin-script language).
 
     Random or broken generators emit exotic code points that lid.176 and bag-of-words classifiers shrug off;
@@ -205,7 +242,7 @@ def character_reasons(
 
     reasons = []
     text = "".join(t["content"] for t in turns)
-    if any(unicodedata.category(ch) in {"Co", "Cn", "Cs"} for ch in text):
+    if any(ch in _JUNK or unicodedata.category(ch) in {"Co", "Cn", "Cs"} for ch in text):
         reasons.append("junk_characters")
     if language in LATIN_LANGUAGES:
         letters = [ch for ch in text if ch.isalpha()]

@@ -145,8 +145,8 @@ def test_corpus_synth_kill_resume_schema_and_chat_template(tmp_path, tiny_model,
 
     from synthetic.schema import dialogue_schema
 
-    midtrain = Path(summary["midtrain_dir"])
-    assert midtrain.is_relative_to(out) and midtrain.name == "midtrain"
+    midtrain = Path(summary["midtrain_dir"])  # the generation folder `OUT/synth/midtrain` now points at
+    assert midtrain.is_relative_to(out) and (out / "synth" / "midtrain").resolve() == midtrain.resolve()
     files = sorted(midtrain.glob("*.parquet"))
     assert summary["accepted"] > 0, "with thresholds at 0 some noise dialogues should be written"
     assert sum(pq.read_metadata(f).num_rows for f in files) == summary["accepted"]
