@@ -507,6 +507,7 @@ def _summary(mixture: dict[str, Any]) -> dict[str, Any]:
         "documents_in": mixture["inputs"]["documents"],
         "profiles": {
             name: {
+                "primary": name == mixture["primary_profile"],  # the run summary's rows and tiers
                 "folder": entry["folder"],
                 "rows": entry["totals"]["rows"],
                 "mixture_tokens": entry["totals"]["mixture_tokens"],

@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 from classifiers.profiles import Profile, ProfileError, Tier, load_profile
 from pipelines.config import CorpusConfig
 from pipelines.context import RunContext
+from pipelines.graph import run_summary
 from pipelines.mix.sample_data import DIMENSIONS, make_scored_table, write_scored
 from pipelines.mix.settings import MixConfig
 from pipelines.mix.stage import MixError, mix_scored, run_mix
 from pipelines.parquet import write_table_atomic
+from pipelines.publish.state import read_journal, write_journal
 
 SLOW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
@@ -201,6 +203,13 @@ def test_profiles_from_one_scored_corpus(scored, dask_client, tmp_path):
     ctx.results["dedup"] = {"output_dir": str(folder)}
     summary = run_mix(ctx)
     assert set(summary["profiles"]) == {"default", "civic", "education"}
+    # the run summary's rows and tiers are the primary (first) profile's, after the journal's sorted-keys
+    # round trip has put 'civic' first
+    write_journal(tmp_path / "work", {"results": {"mix": summary}})
+    top = run_summary(read_journal(tmp_path / "work"))
+    assert summary["profiles"]["default"]["rows"] != summary["profiles"]["civic"]["rows"]
+    assert top["mixture_rows"] == summary["profiles"]["default"]["rows"]
+    assert top["tiers"] == summary["profiles"]["default"]["tiers"]
     for name, sub in (
         ("default", "pretrain"),
         ("civic", "pretrain_civic"),
