@@ -20,7 +20,7 @@ from pipelines.atomic import write_text_atomic
 from pipelines.parquet import parquet_paths
 from pipelines.stats.licenses import card_license_ids, input_root, license_of
 from pipelines.stats.sources import read_json
-from pipelines.stats.tables import NEW_INPUTS, PER_RUN_STAGES, STATS_DIR, is_refresh, load
+from pipelines.stats.tables import NEW_INPUTS, STATS_DIR, label_per_run_stages, load
 
 if TYPE_CHECKING:
     from pipelines.config import CorpusConfig
@@ -262,22 +262,13 @@ def render_card(
         "## Contents",
         "",
     ]
-    refresh = is_refresh(tables)
-    contents = stages
-    if refresh and len(stages):  # a refresh's curate and dedup saw only its new inputs: label them so
-        contents = stages.copy()
-        contents["stage"] = [f"{s} ({NEW_INPUTS})" if s in PER_RUN_STAGES else s for s in contents["stage"]]
+    contents, note = label_per_run_stages(tables, f" ({NEW_INPUTS})")
     lines += _md_table(
         contents,
         ["stage", "dataset", "location", "shards", "rows", "documents", "tokens", "documents_in", "dropped"],
     )
-    if refresh:
-        lines += [
-            "",
-            f"This version was published by `corpus refresh`: its `curate` and `dedup` rows count {NEW_INPUTS}",
-            "only (the inputs no earlier version had seen), while the mixture is rebuilt from every document kept",
-            "so far: the mix's `documents_in` counts the whole corpus, not what curate kept in this run.",
-        ]
+    if note:
+        lines += ["", note[0].upper() + note[1:] + "."]
     lines += [
         "",
         "`pretrain*` rows include repeats: a document upsampled to three copies is three rows (`repeat_index`",

@@ -16,10 +16,8 @@ import pandas as pd
 
 from pipelines.stats.scan import dense_histogram, merge_metrics
 from pipelines.stats.tables import (
-    NEW_INPUTS,
-    PER_RUN_STAGES,
     StatsError,
-    is_refresh,
+    label_per_run_stages,
     load,
     primary_dataset,
     require,
@@ -68,22 +66,16 @@ def summary_text(tables: dict[str, pd.DataFrame], drift: dict[str, pd.DataFrame]
         lines.append(
             f"  profiles: {row.get('profiles')}  classifier: {row.get('classifier_version')}  path: {row.get('path', '')}"
         )
-    stages = tables["stages"].copy()
+    stages, note = label_per_run_stages(tables, "*")
     show = stages[
         ["stage", "dataset", "shards", "documents_in", "dropped", "rows", "documents", "tokens", "text_bytes"]
     ]
     show = show.rename(columns={"documents_in": "in", "documents": "docs", "text_bytes": "text"})
     for col in ("tokens", "text"):
         show[col] = show[col].map(human)
-    refresh = is_refresh(tables)
-    if refresh:  # a refresh's curate and dedup saw only its new inputs: never read them as the corpus
-        show["stage"] = [f"{s}*" if s in PER_RUN_STAGES else s for s in show["stage"]]
     lines += ["", show.to_string(index=False)]
-    if refresh and stages["stage"].isin(PER_RUN_STAGES).any():
-        lines.append(
-            f"* {NEW_INPUTS} only: this version is a refresh, so {' and '.join(PER_RUN_STAGES)} count the inputs"
-            " it had not seen; the mixture is rebuilt from every kept document"
-        )
+    if note:
+        lines.append(f"* {note}")
 
     drops = tables["drops"]
     if len(drops):

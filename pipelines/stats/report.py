@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from pipelines.atomic import write_text_atomic
 from pipelines.stats import plots
 from pipelines.stats.cli import SUMMARY_TABLES, summary_text
-from pipelines.stats.tables import StatsError, load, require, resolve_version
+from pipelines.stats.tables import StatsError, label_per_run_stages, load, require, resolve_version
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -89,7 +89,7 @@ def render_report(
         f" · profiles {html.escape(str(version.get('profiles')))} · classifier {html.escape(str(version.get('classifier_version')))}"
         f" · previous {html.escape(str(version.get('parent') or '-'))}</p>",
     ]
-    stages = tables["stages"]
+    stages, note = label_per_run_stages(tables, "*")
     unaccounted = (
         stages[stages["unaccounted"].notna() & (stages["unaccounted"] != 0)] if len(stages) else stages
     )
@@ -118,7 +118,8 @@ def render_report(
                 "file_bytes",
             ],
         ),
-        figure_html(plots.stage_funnel(tables), "documents per stage"),
+        *([f"<p>* {html.escape(note)}.</p>"] if note else []),
+        figure_html(plots.stage_funnel({**tables, "stages": stages}), "documents per stage"),
         "<h2>Drop reasons</h2>",
         figure_html(plots.drop_reasons(tables), "drop reasons"),
         "<h2>Score distributions</h2>",

@@ -712,6 +712,25 @@ def is_refresh(tables: dict[str, pd.DataFrame]) -> bool:
     return str(version["mode"].iloc[0]) == "refresh"
 
 
+def label_per_run_stages(tables: dict[str, pd.DataFrame], mark: str) -> tuple[pd.DataFrame, str | None]:
+    """The stages table with a refresh's curate and dedup rows marked (`curate` + `mark`), and the sentence that
+    explains the mark (None, and the table as it is, for a full run).
+
+    Why: a refresh's curate and dedup saw only its new inputs; unlabelled, 'curate 5 rows' next to 'mix 94 rows'
+    reads as the corpus losing documents. The CLI, the card and the HTML report label them the same way.
+    """
+    stages = tables["stages"]
+    if not is_refresh(tables) or not len(stages) or not stages["stage"].isin(PER_RUN_STAGES).any():
+        return stages, None
+    labelled = stages.copy()
+    labelled["stage"] = [f"{s}{mark}" if s in PER_RUN_STAGES else s for s in labelled["stage"]]
+    return labelled, (
+        f"{' and '.join(PER_RUN_STAGES)} count {NEW_INPUTS} only: this version was published by `corpus refresh`, "
+        "which curates and deduplicates the inputs no earlier version had seen, while the mixture is rebuilt from "
+        "every document kept so far (the mix's `documents_in` counts the whole corpus)"
+    )
+
+
 def require(
     tables: dict[str, pd.DataFrame], names: tuple[str, ...] | list[str], folder: Path | None = None
 ) -> None:

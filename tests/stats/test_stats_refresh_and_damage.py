@@ -77,7 +77,10 @@ def test_refresh_stats_label_new_inputs_and_drift_skips_curate_and_dedup(refresh
     assert "mix/pretrain: rows" in text
     table = text.split("\n\n")[1]
     assert "curate*" in table and "dedup*" in table
-    assert "* this run's new inputs only: this version is a refresh" in text
+    assert (
+        "* curate and dedup count this run's new inputs only: this version was published by `corpus refresh`"
+        in text
+    )
     code, text, _ = _run(capsys, "stats", str(out), "--version", "v2")
     assert code == 0 and "curate*" not in text and "new inputs" not in text  # a full run is not labelled
 
@@ -87,12 +90,26 @@ def test_refresh_card_labels_curate_and_dedup_as_new_inputs(refreshed):
     card = (out / "versions" / "v3" / "README.md").read_text()
     assert "| curate (this run's new inputs) | scored |" in card
     assert "| dedup (this run's new inputs) | deduped |" in card
-    assert "published by `corpus refresh`" in card
+    assert (
+        "Curate and dedup count this run's new inputs only: this version was published by `corpus refresh`"
+        in card
+    )
     changes = card.split("## Changes since `v2`")[1].split("\n## ")[0]
     assert "curate and dedup not compared: v3 is a refresh" in changes
     assert "| curate |" not in changes and "| mix | pretrain |" in changes
     full = (out / "versions" / "v2" / "README.md").read_text()
     assert "| curate | scored |" in full and "new inputs" not in full
+
+
+def test_refresh_report_labels_curate_and_dedup_as_new_inputs(refreshed, tmp_path):
+    from pipelines.stats.report import write_report
+
+    page = write_report(refreshed["out"], output=tmp_path / "v3.html").read_text()
+    stages = page.split("<h2>Stages</h2>")[1].split("<h2>")[0]
+    assert "<td>curate*</td>" in stages and "<td>dedup*</td>" in stages and "<td>mix</td>" in stages
+    assert "* curate and dedup count this run&#x27;s new inputs only" in stages
+    full = write_report(refreshed["out"] / "versions" / "v2", output=tmp_path / "v2.html").read_text()
+    assert "curate*" not in full and "new inputs" not in full.split("<h2>Stages</h2>")[1].split("<h2>")[0]
 
 
 def test_card_licence_counts_are_distinct_ids_over_every_profile_folder(refreshed):
