@@ -422,6 +422,11 @@ class CurateReader(PipelineStep):
         length = record.content_length
         url = (record.headers.get("WARC-Target-URI") or "").strip("<>") or None
         date = record.headers.get("WARC-Date")
+        if record.record_type == WarcRecordType.resource and (url or "").startswith("metadata:"):
+            # the crawler's own files (wget's log and arguments): no more a document than a request record, so
+            # not read as one (they were scored, then dropped as low quality) nor a drop that fails strict runs
+            self.stat_update("warc_crawler_metadata_skipped")
+            return None
         if length > self.settings.max_document_bytes:
             self._drop("too_large", path, offset, f"record of {length} bytes > read.max_document_bytes")
             return None

@@ -435,6 +435,29 @@ def test_a_stray_cp1252_byte_in_a_warc_page_is_counted_once(tmp_path):
     assert counters(reader)["repaired_invalid_bytes"] == 1
 
 
+def test_crawler_metadata_records_are_not_documents(tmp_path):
+    """wget writes its log and arguments as `resource` records with `metadata://` URIs: not pages, and not bad
+    input either (a strict run must not fail on them)."""
+    log = (
+        b"Opening WARC file 'sample.warc.gz'.\n--2024-01-02--  https://example.org/\nResolving example.org...\n"
+        * 20
+    )
+    records = [
+        warc_record(
+            log,
+            url="metadata://gnu.org/software/wget/warc/wget.log",
+            kind="resource",
+            content_type="text/plain",
+        ),  # fmt: skip
+        warc_record(http_response(html_page(prose(1)).encode()), url="https://example.org/page"),
+    ]
+    path = write_warc(tmp_path / "wget.warc.gz", records)
+    docs, reader = read_reader([path], strict=True)
+    assert [d.metadata["url"] for d in docs] == ["https://example.org/page"]
+    c = counters(reader)
+    assert c["documents_in"] == 1 and c["warc_crawler_metadata_skipped"] == 1
+
+
 # -- empty files -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["e.jsonl", "e.jsonl.gz", "e.warc.gz", "e.warc", "e.html", "e.parquet"])
 def test_empty_files(tmp_path, name):
