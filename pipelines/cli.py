@@ -8,8 +8,11 @@ adding a command never means editing someone else's parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+from collections.abc import Iterator
 
 from classifiers.yamlconfig import ConfigFileError
 
@@ -31,6 +34,44 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "annotate": ("synthetic.annotate", "LLM rubric annotation of curated documents (FineWeb-Edu recipe)"),
     },
 }
+
+
+# commands that hold OUT's run lock for hours: a SIGTERM (systemctl stop, timeout) ended them with 143 and not a
+# word in stderr or the run log
+TERMINATE_LOGGED = {"corpus run", "corpus refresh"}
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler. A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    swallows it; the run lock and the cluster are released as the stack unwinds, and the next run resumes."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    from datatrove.utils.logging import logger
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the cleanup
+    # to the run log (when a run is under way) only: stderr gets the command's one line. loguru refuses rather
+    # than deadlocks when the signal lands while this thread is writing a log line
+    with contextlib.suppress(Exception):
+        logger.bind(file_only=True).error("terminated by signal SIGTERM")
+    raise Terminated("terminated by signal SIGTERM")
+
+
+@contextlib.contextmanager
+def _sigterm_logged(prog: str) -> Iterator[None]:
+    if prog not in TERMINATE_LOGGED:
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _usage(table: dict, prog: str) -> str:
@@ -68,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return int(module.main(args) or 0)
+        with _sigterm_logged(prog):
+            return int(module.main(args) or 0)
+    except Terminated:
+        print(f"{prog}: terminated by signal SIGTERM", file=sys.stderr)
+        return EXIT_TERMINATED
     except ConfigFileError as exc:  # run configs, profiles, recipes, grids: one line, exit 2
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
 import dask
@@ -70,6 +70,22 @@ class ClusterConfig(BaseModel):
     connect_timeout: float = Field(
         30.0, gt=0, description="kind=address: seconds to wait for the scheduler to answer."
     )
+    worker_timeout: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "kind=address: seconds to wait for the first worker; any kind: seconds ranks may wait while the "
+            "cluster has no worker before the run fails (SLURM: at least slurm.start_timeout)."
+        ),
+    )
+    paused_timeout: float = Field(
+        900.0,
+        gt=0,
+        description=(
+            "Seconds ranks may wait while every worker is paused by Dask's memory monitor and runs nothing "
+            "before the run fails (a warning comes after a tenth of it)."
+        ),
+    )
     dashboard_address: str = Field("127.0.0.1:0", description="LocalCluster dashboard bind address.")
     local_directory: str | None = Field(None, description="Worker scratch folder (default: Dask's).")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
@@ -88,6 +104,27 @@ class ClusterConfig(BaseModel):
                     f"expected 'auto' or a size such as '4GB' or '512MiB', got {value!r}"
                 ) from None
         return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        """Checked here: a malformed address failed after the run lock, as a traceback from `Client`."""
+        if value is None:
+            return None
+        from distributed.comm.addressing import get_address_host_port
+
+        try:
+            host, port = get_address_host_port(value.strip())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"expected a Dask scheduler address such as tcp://10.0.0.5:8786, got {value!r} ({exc})"
+            ) from None
+        if not host or not port:
+            raise ValueError(
+                f"expected a Dask scheduler address with a host and a port such as tcp://10.0.0.5:8786, "
+                f"got {value!r}"
+            )
+        return value.strip()
 
     @model_validator(mode="after")
     def _address_given(self) -> ClusterConfig:
@@ -175,34 +212,164 @@ class ClusterUnreachable(RuntimeError):
     """`cluster.kind=address` names a scheduler that does not answer."""
 
 
+class ClusterMisconfigured(ClusterUnreachable):
+    """The cluster's workers cannot run the project: none joined, the project is missing or elsewhere on them,
+    or they are daemonic processes. Raised before any stage runs; the message names the worker and the fix."""
+
+
+class ClusterLost(ClusterUnreachable):
+    """The cluster went away or stalled while a stage ran: the scheduler was lost, it has had no worker, or
+    every worker stayed paused by its memory limit. A rerun resumes (completed ranks are kept)."""
+
+
+# Read by DaskPipelineExecutor (which only sees the client): how long ranks may wait on a cluster that cannot
+# run them. `connect` sets them from ClusterConfig for the duration of a run.
+NO_WORKERS_TIMEOUT_KEY = "prosocial.no-workers-timeout"
+PAUSED_TIMEOUT_KEY = "prosocial.paused-timeout"
+
+
+def _watch_settings(config: ClusterConfig) -> dict[str, float]:
+    no_workers = config.worker_timeout
+    if (
+        config.kind == "slurm"
+    ):  # jobs that end at their walltime may be requeued: give them as long as to start
+        no_workers = max(no_workers, float(config.slurm.start_timeout))
+    return {NO_WORKERS_TIMEOUT_KEY: no_workers, PAUSED_TIMEOUT_KEY: config.paused_timeout}
+
+
 @contextlib.contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
     """Yield a `distributed.Client` for the configured cluster and tear down what we started."""
     from distributed import Client
 
     configure_dask()
-    if config.kind == "address":
+    with dask.config.set(_watch_settings(config)):
+        if config.kind == "address":
+            try:
+                client = Client(config.address, timeout=config.connect_timeout)
+            except OSError as exc:
+                raise ClusterUnreachable(
+                    f"cluster.address {config.address}: no Dask scheduler answered ({exc}); start one with "
+                    "`dask scheduler` and its workers, or check the address"
+                ) from None
+            with client:
+                _wait_for_workers(client, config)
+                check_workers(client, config.address)
+                yield client
+            return
+        cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
+        per_worker = gpus_to_pin(config)
         try:
-            client = Client(config.address, timeout=config.connect_timeout)
-        except OSError as exc:
-            raise ClusterUnreachable(
-                f"cluster.address {config.address}: no Dask scheduler answered ({exc}); start one with "
-                "`dask scheduler` and its workers, or check the address"
-            ) from None
-        with client:
-            yield client
+            with Client(cluster) as client:
+                if per_worker:
+                    client.register_plugin(PinGPUs(per_worker))
+                if config.kind == "slurm":
+                    _wait_for_slurm(client, config.slurm)
+                    check_workers(client, "the SLURM cluster")
+                yield client
+        finally:
+            cluster.close()
+
+
+def _wait_for_workers(client: Client, config: ClusterConfig) -> None:
+    """A scheduler with no worker accepted the ranks and the run waited at `0/N` with no word."""
+    from datatrove.utils.logging import logger
+
+    if client.scheduler_info(n_workers=-1)["workers"]:
         return
-    cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
-    per_worker = gpus_to_pin(config)
+    logger.info(f"waiting up to {config.worker_timeout:g} s for a worker to join {config.address}")
     try:
-        with Client(cluster) as client:
-            if per_worker:
-                client.register_plugin(PinGPUs(per_worker))
-            if config.kind == "slurm":
-                _wait_for_slurm(client, config.slurm)
-            yield client
-    finally:
-        cluster.close()
+        client.wait_for_workers(1, timeout=config.worker_timeout)
+    except TimeoutError:
+        raise ClusterMisconfigured(
+            f"cluster.address {config.address}: no Dask worker joined the scheduler within "
+            f"cluster.worker_timeout={config.worker_timeout:g} s; start workers with "
+            f"`DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker {config.address} --nthreads 1`"
+        ) from None
+
+
+# The probe runs on every worker, where the project may be missing: it must not be pickled by reference to
+# this module (unpickling would import it and fail before the probe could say so). Functions of a module that
+# is not importable are pickled by value, hence the exec.
+_PROBE_SOURCE = """
+def probe():
+    import multiprocessing
+    import os
+    import sys
+
+    info = {"daemonic": bool(multiprocessing.current_process().daemon), "python": sys.executable}
+    try:
+        import pipelines
+
+        info["project"] = os.path.dirname(os.path.dirname(os.path.abspath(pipelines.__file__)))
+    except Exception as exc:
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        from importlib.metadata import version
+
+        info["version"] = version("prosocial-corpus")
+    except Exception:
+        info["version"] = None
+    return info
+"""
+
+
+def _probe_function() -> Callable[[], dict]:
+    namespace: dict = {"__name__": "prosocial_worker_probe"}
+    exec(_PROBE_SOURCE, namespace)
+    return namespace["probe"]
+
+
+def project_identity() -> dict:
+    """What the probe reports for this process: the project's folder and installed version."""
+    return _probe_function()()
+
+
+def check_workers(client: Client, where: str) -> dict[str, dict]:
+    """Fail before any stage when a worker cannot run the project's ranks; return each worker's probe.
+
+    Why: a worker without the project died deserialising each rank and the run waited with no word; one with
+    the project at another path could not open the models and bundles, which are sent by absolute path; a
+    daemonic worker (started without DASK_DISTRIBUTED__WORKER__DAEMON=False) failed every extractor and vLLM
+    rank, which start subprocesses, and the run published no dialogues with exit 0.
+    """
+    mine = project_identity()
+    reports = client.run(_probe_function(), on_error="return")
+    problems = []
+    for worker, info in sorted(reports.items()):
+        if isinstance(info, BaseException):
+            problems.append(f"worker {worker} could not run a probe ({type(info).__name__}: {info})")
+        elif info.get("error"):
+            problems.append(
+                f"worker {worker} cannot import the project ({info['error']}; python {info['python']}): "
+                f"install prosocial-corpus there, at {mine['project']} as on this client, and start "
+                "`dask worker` from that environment"
+            )
+        elif info.get("project") != mine["project"]:
+            problems.append(
+                f"worker {worker} runs the project from {info.get('project')} but this client from "
+                f"{mine['project']}: the project must be at the same path on every host (models and bundles "
+                "are sent by absolute path)"
+            )
+        elif info.get("version") != mine["version"]:
+            problems.append(
+                f"worker {worker} has prosocial-corpus {info.get('version')} but this client "
+                f"{mine['version']}: install the same version everywhere"
+            )
+        elif info.get("daemonic"):
+            problems.append(
+                f"worker {worker} is a daemonic process: start `dask worker` with "
+                "DASK_DISTRIBUTED__WORKER__DAEMON=False in its environment (extractors and vLLM start "
+                "subprocesses, which daemonic processes may not)"
+            )
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ClusterMisconfigured(
+            f"{where}: {len(problems)} of {len(reports)} worker(s) cannot run the pipeline: "
+            + "; ".join(problems[:3])
+            + more
+        )
+    return reports
 
 
 def _wait_for_slurm(client: Client, slurm: SlurmConfig) -> None:

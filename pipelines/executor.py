@@ -10,12 +10,18 @@ other executors expect:
 * completed ranks are skipped on rerun, and `stats.json` merges every rank, including those completed by an
   earlier invocation;
 * a task lost with a dead worker is rescheduled by Dask itself (up to `distributed.scheduler.allowed-failures`
-  times), while an application error fails its rank at once (`retries=0`) and is reported with its log path.
+  times), while an application error fails its rank at once (`retries=0`) and is reported with its log path;
+* a stage never waits forever: losing the scheduler, a cluster with no worker, or workers all paused by their
+  memory limit raise `ClusterLost` with one clear line (see `_ClusterWatch`);
+* a rank that returned but whose completion marker the client cannot see is reported as such: the logging dir
+  is not on a filesystem shared by the client and the workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import sys
 import time
 import uuid
@@ -29,6 +35,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.logging import logger
 from datatrove.utils.stats import PipelineStats
 from tqdm.auto import tqdm
+
+from pipelines.cluster import NO_WORKERS_TIMEOUT_KEY, PAUSED_TIMEOUT_KEY, ClusterLost
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -78,7 +86,23 @@ def _run_rank_payload(payload: bytes, rank: int) -> str:
     # datatrove prints a rank's INFO log to the console only for local_rank 0 (the argument has no other use);
     # every rank's full log is in logs/task_NNNNN.log either way
     stats = executor._run_for_rank(rank, local_rank=0 if executor.console_logs else 1)
-    return stats.to_json() if isinstance(stats, PipelineStats) else "[]"
+    return json.dumps(
+        {"worker": _worker_name(), "stats": stats.to_json() if isinstance(stats, PipelineStats) else "[]"}
+    )
+
+
+def _worker_name() -> str:
+    """`name (address) on host`: which worker ran a rank, for the message when its output is not visible."""
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        name = f"{worker.name} ({worker.address})" if str(worker.name) != worker.address else worker.address
+    except ValueError:  # not in a worker (tests calling the payload directly)
+        name = "a non-Dask process"
+    return f"{name} on host {socket.gethostname()}"
 
 
 def _slots(client: Client, resources: dict[str, float] | None = None) -> int:
@@ -92,9 +116,14 @@ def _slots(client: Client, resources: dict[str, float] | None = None) -> int:
     tasks on the workers, not on the scheduler, so counting CPU threads for GPU ranks would do exactly that.
     """
     try:
-        workers = client.scheduler_info()["workers"].values()
-    except Exception:  # scheduler unreachable: the submit that follows will say so
+        # n_workers=-1: by default scheduler_info lists only the first 5 workers
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    except Exception:  # scheduler unreachable: the watch says so
         return 1
+    return _count_slots(workers, resources)
+
+
+def _count_slots(workers, resources: dict[str, float] | None) -> int:
     total = 0
     for worker in workers:
         fits = int(worker.get("nthreads", 1))
@@ -103,6 +132,128 @@ def _slots(client: Client, resources: dict[str, float] | None = None) -> int:
                 fits = min(fits, int(float((worker.get("resources") or {}).get(name, 0)) // amount))
         total += fits
     return max(1, total)
+
+
+_POLL_SECONDS = 1.0  # how often a stage with nothing ending rechecks that its cluster can still run ranks
+_COUNT_SECONDS = 5.0  # how often it reads the worker list (one scheduler round trip)
+
+
+class _ClusterWatch:
+    """What a stage waiting on its ranks checks, so that it never waits forever with no word.
+
+    Dask itself waits: for a scheduler that will never come back (the client gives up reconnecting and silently
+    drops what was submitted meanwhile), for workers when there are none, and for paused workers (memory above
+    Dask's pause threshold) to unpause. Each of these left `corpus run` at `N/M ranks` for good, holding the
+    run lock, so every later nightly refresh exited 75 ("another run holds the lock").
+    """
+
+    def __init__(self, client: Client, name: str, resources: dict[str, float] | None):
+        import dask
+
+        self.client = client
+        self.name = name
+        self.resources = resources
+        self.no_workers_timeout = float(dask.config.get(NO_WORKERS_TIMEOUT_KEY, 300.0))
+        self.paused_timeout = float(dask.config.get(PAUSED_TIMEOUT_KEY, 900.0))
+        self.address = str(getattr(client.scheduler, "address", None) or "the Dask scheduler")
+        self._slots = 1
+        self._counted_at = float("-inf")
+        self._workers: list[dict[str, Any]] | None = None
+        self._no_workers_since: float | None = None
+        self._paused_since: float | None = None
+        self._warned_paused = False
+
+    def lost(self) -> ClusterLost:
+        return ClusterLost(
+            f"{self.name}: lost the Dask scheduler at {self.address} (client {self.client.status}); rerun when "
+            "it is back: ranks that completed are kept"
+        )
+
+    def scheduler_gone(self, future: Any) -> bool:
+        """A future cancelled by the client itself because its scheduler connection was lost."""
+        exception = getattr(getattr(future, "_state", None), "exception", None)
+        return (
+            getattr(exception, "reason", None) == "scheduler-connection-lost"
+            or self.client.status != "running"
+        )
+
+    def progressed(self) -> None:
+        self._paused_since, self._warned_paused = None, False
+
+    def slots(self) -> int:
+        self._read()
+        return self._slots
+
+    def _read(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._counted_at <= _COUNT_SECONDS:
+            return
+        self._counted_at = now
+        try:
+            workers = list(self.client.scheduler_info(n_workers=-1)["workers"].values())
+        except Exception:  # unreachable now: check() decides from the client's status
+            self._workers = None
+            return
+        self._workers = workers
+        self._slots = _count_slots(workers, self.resources)
+
+    def check(self, waiting: int) -> None:
+        """Raise ClusterLost when the scheduler is gone, or no worker could run the `waiting` ranks for too long."""
+        if self.client.status in ("closing", "closed", "failed"):
+            raise self.lost()
+        if self.client.status != "running":  # reconnecting: the client gives up after its connect timeout
+            return
+        self._read()
+        if self._workers is None:
+            return
+        now = time.monotonic()
+        if not self._workers:
+            self._no_workers_since = self._no_workers_since or now
+            if now - self._no_workers_since > self.no_workers_timeout:
+                raise ClusterLost(
+                    f"{self.name}: the Dask cluster at {self.address} has had no worker for "
+                    f"{self.no_workers_timeout:g} s with {waiting} rank(s) waiting: start workers, or read the "
+                    "worker logs for why they died (cluster.worker_timeout sets this wait)"
+                )
+        else:
+            self._no_workers_since = None
+        idle_paused = bool(self._workers) and all(
+            w.get("status") == "paused"
+            and not (w.get("metrics") or {}).get("task_counts", {}).get("executing")
+            for w in self._workers
+        )
+        if not idle_paused:
+            self._paused_since, self._warned_paused = None, False
+            return
+        self._paused_since = self._paused_since or now
+        paused_for = now - self._paused_since
+        limits = sorted({_format_bytes(w.get("memory_limit")) for w in self._workers})
+        why = (
+            f"every worker of {self.address} is paused by Dask's memory monitor (process memory above "
+            f"distributed.worker.memory.pause, by default 80% of its memory limit: {', '.join(limits)}) and runs "
+            "nothing"
+        )
+        advice = "give each worker more memory (`dask worker --memory-limit`; README, Running on a cluster)"
+        if paused_for > self.paused_timeout:
+            raise ClusterLost(
+                f"{self.name}: {why} since {self.paused_timeout:g} s with {waiting} rank(s) waiting: {advice} "
+                "(cluster.paused_timeout sets this wait)"
+            )
+        if paused_for > self.paused_timeout / 10 and not self._warned_paused:
+            self._warned_paused = True
+            logger.warning(
+                f"{self.name}: {why}; {waiting} rank(s) cannot start: {advice}. The stage fails after "
+                f"cluster.paused_timeout={self.paused_timeout:g} s"
+            )
+
+
+def _format_bytes(value: Any) -> str:
+    from dask.utils import format_bytes
+
+    try:
+        return format_bytes(int(value)) if value else "none"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 class DaskPipelineExecutor(PipelineExecutor):
@@ -243,21 +394,37 @@ class DaskPipelineExecutor(PipelineExecutor):
         payload = cloudpickle.dumps(self)
         token = uuid.uuid4().hex[:8]
         failures: dict[int, str] = {}
+        finished_on: dict[int, str] = {}  # ranks whose task returned: the worker that ran each
         pending = list(ranks)
-        in_flight = {}
+        in_flight: dict[str, int] = {}
+        futures: dict[str, Any] = {}
+        done: queue.Queue = queue.Queue()  # futures as they end, put there by their done callbacks
+        watch = _ClusterWatch(client, self.name, self.resources)
 
-        from distributed import as_completed
+        from distributed import CancelledError
+        from distributed.client import ClosedClientError
+        from distributed.comm import CommClosedError
 
-        def submit(rank: int):
-            return client.submit(
-                _run_rank_payload,
-                payload,
-                rank,
-                key=f"{self.name}-rank{rank:05d}-{token}",
-                pure=False,
-                retries=0,
-                resources=self.resources or None,
-            )
+        def submit(rank: int) -> None:
+            # a client that lost its scheduler buffers a submit while it reconnects and drops it when it gives
+            # up: that rank's future never ended and the run waited forever
+            if client.status != "running":
+                raise watch.lost()
+            try:
+                future = client.submit(
+                    _run_rank_payload,
+                    payload,
+                    rank,
+                    key=f"{self.name}-rank{rank:05d}-{token}",
+                    pure=False,
+                    retries=0,
+                    resources=self.resources or None,
+                )
+            except (ClosedClientError, CommClosedError, CancelledError):
+                raise watch.lost() from None
+            in_flight[future.key] = rank
+            futures[future.key] = future
+            future.add_done_callback(done.put)
 
         bar = tqdm(
             total=self.world_size,
@@ -268,26 +435,35 @@ class DaskPipelineExecutor(PipelineExecutor):
             dynamic_ncols=True,
         )
 
-        slots, counted_at = 1, float("-inf")
-
         def fill() -> None:
-            nonlocal slots, counted_at
-            # the worker list is one scheduler round trip: read it every 5 s, not after every rank
-            if time.monotonic() - counted_at > 5:
-                slots, counted_at = _slots(client, self.resources), time.monotonic()
+            slots = watch.slots()
             while pending and len(in_flight) < min(self.workers, slots):
-                rank = pending.pop(0)
-                future = submit(rank)
-                in_flight[future.key] = rank
-                queue.add(future)
+                submit(pending.pop(0))
 
+        cancelling = False
         try:
-            queue = as_completed()
             fill()
-            for future in queue:
+            while in_flight:
+                try:
+                    future = done.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    # nothing ended: is anything still able to? (raises ClusterLost when not)
+                    watch.check(waiting=len(pending) + len(in_flight))
+                    fill()
+                    continue
+                if future.key not in in_flight:
+                    continue
                 rank = in_flight.pop(future.key)
-                if future.status != "finished":
-                    # "cancelled" counts too: a client that loses its scheduler cancels every future
+                futures.pop(future.key, None)
+                watch.progressed()
+                if future.status == "finished":
+                    with contextlib.suppress(Exception):
+                        finished_on[rank] = json.loads(future.result(timeout=5))["worker"]
+                else:
+                    if future.status == "cancelled" and not cancelling and watch.scheduler_gone(future):
+                        # the client lost its scheduler and cancelled every future: not this rank's fault
+                        raise watch.lost()
+                    # "cancelled" counts too: fail_fast cancels the ranks in flight
                     if future.status == "error":
                         error = future.exception()
                         failures[rank] = f"{type(error).__name__}: {error}"
@@ -297,9 +473,11 @@ class DaskPipelineExecutor(PipelineExecutor):
                         f"{self.name}: rank {rank} failed ({failures[rank]}); "
                         f"log: {self.logging_dir.path}/logs/task_{rank:05d}.log"
                     )
-                    if self.fail_fast:
+                    if self.fail_fast and not cancelling:
                         pending.clear()
-                        client.cancel([f for f in queue.futures if f.key != future.key])
+                        cancelling = True
+                        with contextlib.suppress(Exception):
+                            client.cancel(list(futures.values()))
                 bar.update(1)
                 bar.set_postfix(failed=len(failures)) if failures else None
                 if self.on_rank_done is not None:
@@ -310,6 +488,14 @@ class DaskPipelineExecutor(PipelineExecutor):
             bar.close()
         stats = self.merge_stats()
         for rank in self.get_incomplete_ranks(skip_completed=True):
+            if rank in finished_on:
+                # the rank ran to its end on a worker, but the marker it wrote is not where this client looks
+                failures.setdefault(
+                    rank,
+                    f"finished on worker {finished_on[rank]} but its output is not visible at "
+                    f"{self.logging_dir.path}/completions/{rank:05d}: OUT (and the work folder) must be on a "
+                    "filesystem shared by the client and every worker",
+                )
             # never run (fail_fast stopped the stage) or returned without marking itself complete
             failures.setdefault(rank, "not complete: not run, or returned without its completion marker")
         self._summary(start, ran=len(ranks) - len(failures), skipped=skipped, failed=len(failures))

@@ -158,12 +158,6 @@ def preflight_all(config: CorpusConfig) -> None:
     """Fail before taking the lock or starting a cluster: output folder, inputs, models, profile, synthetic."""
     from pipelines.curate.stage import preflight
 
-    try:  # OUT=/proc/x or a read-only mount failed inside the lock, as a FileNotFoundError traceback
-        config.out.mkdir(parents=True, exist_ok=True)
-        if not os.access(config.out, os.W_OK | os.X_OK):
-            raise PermissionError(f"[Errno {errno.EACCES}] no write permission")
-    except OSError as exc:
-        raise ConfigError(f"out: cannot create or write {config.out} ({exc.strerror or exc})") from None
     preflight(config)
     if config.synthetic.enabled and config.synthetic.target > 0:
         from pipelines.synthesize import preflight as synth_preflight
@@ -172,6 +166,13 @@ def preflight_all(config: CorpusConfig) -> None:
             synth_preflight(config.synthetic)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    # created last: a config error must not leave an empty OUT behind
+    try:  # OUT=/proc/x or a read-only mount failed inside the lock, as a FileNotFoundError traceback
+        config.out.mkdir(parents=True, exist_ok=True)
+        if not os.access(config.out, os.W_OK | os.X_OK):
+            raise PermissionError(f"[Errno {errno.EACCES}] no write permission")
+    except OSError as exc:
+        raise ConfigError(f"out: cannot create or write {config.out} ({exc.strerror or exc})") from None
 
 
 def check_refresh_allowed(config: CorpusConfig, store: StateStore, state: State | None) -> None:

@@ -28,6 +28,63 @@ def wait_for(path: Path, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def worker_env(**extra: str) -> dict[str, str]:
+    """What `dask worker` processes need: non-daemonic, and this folder on the path, since workers import
+    test pipeline steps by reference (as a real cluster needs the user's code installed on every node)."""
+    path = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1])])
+    return {**os.environ, **WORKER_ENV, "PYTHONPATH": path, **extra}
+
+
+def start_scheduler(folder: Path, procs: list[subprocess.Popen]) -> str:
+    """A real `dask scheduler` on 127.0.0.1 (appended to `procs`); returns its address."""
+    scheduler_file = folder / "scheduler.json"
+    procs.append(
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+            + ["--scheduler-file", str(scheduler_file), "--no-dashboard"],
+            env=worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "scheduler.stderr").open("w"),
+        )
+    )
+    wait_for(scheduler_file)
+    address = json.loads(scheduler_file.read_text())["address"]
+    assert address.startswith("tcp://127.0.0.1:")
+    return address
+
+
+def start_worker(
+    address: str,
+    name: str,
+    folder: Path,
+    procs: list[subprocess.Popen],
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> subprocess.Popen:
+    """A real single-threaded `dask worker` process (appended to `procs`); its stderr goes to NAME.stderr."""
+    proc = subprocess.Popen(
+        [DASK, "worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--name", name]
+        + ["--local-directory", str(folder / name), "--no-dashboard", *args],
+        env=env or worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / f"{name}.stderr").open("w"),
+    )
+    procs.append(proc)
+    return proc
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RecordWorker:
     """Writes the name of the Dask worker that runs each rank."""
 
@@ -44,57 +101,11 @@ class RecordWorker:
 
 
 def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
-    # workers import pipeline steps by reference, so they need this test module on their path, as a real
-    # cluster needs the user's code installed on every node
-    env = {**os.environ, **WORKER_ENV, "PYTHONPATH": str(Path(__file__).parent)}
-    scheduler_file = tmp_path / "scheduler.json"
-    common = ["--no-dashboard"]
-    procs = [
-        subprocess.Popen(
-            [
-                DASK,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--scheduler-file",
-                str(scheduler_file),
-                *common,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
+    procs: list[subprocess.Popen] = []
     try:
-        wait_for(scheduler_file)
-        address = json.loads(scheduler_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
+        address = start_scheduler(tmp_path, procs)
         for name in ("w1", "w2"):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        DASK,
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--nworkers",
-                        "1",
-                        "--host",
-                        "127.0.0.1",
-                        "--name",
-                        name,
-                        "--local-directory",
-                        str(tmp_path / name),
-                        *common,
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=(tmp_path / f"{name}.stderr").open("w"),
-                )
-            )
+            start_worker(address, name, tmp_path, procs, args=("--nworkers", "1"))
         (tmp_path / "in").mkdir()
         for i in range(4):
             rows = [json.dumps({"id": f"{i}-{j}", "text": f"text {i} {j}"}) for j in range(50)]
@@ -129,11 +140,5 @@ def test_pipeline_on_scheduler_and_workers_started_by_hand(tmp_path):
         consoles = "".join((tmp_path / f"{name}.stderr").read_text() for name in ("w1", "w2"))
         assert "Launching pipeline" not in consoles
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
     assert all(p.returncode is not None for p in procs)
