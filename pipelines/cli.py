@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
 
 # commands that hold OUT's run lock for hours: a SIGTERM (systemctl stop, timeout) ended them with 143 and not a
 # word in stderr or the run log
-TERMINATE_LOGGED = {"corpus run", "corpus refresh"}
+TERMINATE_LOGGED = {"corpus run", "corpus refresh", "corpus synth"}
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 

@@ -25,7 +25,7 @@ import queue
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -105,25 +105,17 @@ def _worker_name() -> str:
     return f"{name} on host {socket.gethostname()}"
 
 
-def _slots(client: Client, resources: dict[str, float] | None = None) -> int:
-    """Ranks to keep in flight: one per worker thread the cluster has now (read again at every refill, so a
-    cluster that grows, like SLURM jobs starting, gets more), counting only the ranks each worker's Dask
+def _count_slots(workers: Iterable[dict[str, Any]], resources: dict[str, float] | None) -> int:
+    """Ranks to keep in flight: one per thread of the workers the cluster has now (read again at every refill, so
+    a cluster that grows, like SLURM jobs starting, gets more), counting only the ranks each worker's Dask
     resources can hold at once when the ranks request some (`{"GPU": 1}`: one per GPU, not per CPU thread).
+    0 when no worker can run them (none, or none with the resources).
 
     Why not submit every rank: ranks beyond the free threads wait in a worker's queue, and when that worker
     dies (OOM, SIGKILL) Dask charges them with the death too: a rank that never started came back as
     KilledWorker and was reported failed, with a log that does not exist. Dask queues resource-restricted
     tasks on the workers, not on the scheduler, so counting CPU threads for GPU ranks would do exactly that.
     """
-    try:
-        # n_workers=-1: by default scheduler_info lists only the first 5 workers
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    except Exception:  # scheduler unreachable: the watch says so
-        return 1
-    return _count_slots(workers, resources)
-
-
-def _count_slots(workers, resources: dict[str, float] | None) -> int:
     total = 0
     for worker in workers:
         fits = int(worker.get("nthreads", 1))
@@ -131,7 +123,7 @@ def _count_slots(workers, resources: dict[str, float] | None) -> int:
             if amount > 0:
                 fits = min(fits, int(float((worker.get("resources") or {}).get(name, 0)) // amount))
         total += fits
-    return max(1, total)
+    return total
 
 
 _POLL_SECONDS = 1.0  # how often a stage with nothing ending rechecks that its cluster can still run ranks
@@ -157,6 +149,7 @@ class _ClusterWatch:
         self.paused_timeout = float(dask.config.get(PAUSED_TIMEOUT_KEY, 900.0))
         self.address = str(getattr(client.scheduler, "address", None) or "the Dask scheduler")
         self._slots = 1
+        self._capable = 1
         self._counted_at = float("-inf")
         self._workers: list[dict[str, Any]] | None = None
         self._no_workers_since: float | None = None
@@ -195,7 +188,8 @@ class _ClusterWatch:
             self._workers = None
             return
         self._workers = workers
-        self._slots = _count_slots(workers, self.resources)
+        self._capable = _count_slots(workers, self.resources)
+        self._slots = max(1, self._capable)
 
     def check(self, waiting: int) -> None:
         """Raise ClusterLost when the scheduler is gone, or no worker could run the `waiting` ranks for too long."""
@@ -207,11 +201,13 @@ class _ClusterWatch:
         if self._workers is None:
             return
         now = time.monotonic()
-        if not self._workers:
+        if not self._workers or not self._capable:
+            # none at all, or none with the resources the ranks request (GPU workers gone, CPU workers up)
             self._no_workers_since = self._no_workers_since or now
             if now - self._no_workers_since > self.no_workers_timeout:
+                which = "no worker" if not self._workers else f"no worker with the resources {self.resources}"
                 raise ClusterLost(
-                    f"{self.name}: the Dask cluster at {self.address} has had no worker for "
+                    f"{self.name}: the Dask cluster at {self.address} has had {which} for "
                     f"{self.no_workers_timeout:g} s with {waiting} rank(s) waiting: start workers, or read the "
                     "worker logs for why they died (cluster.worker_timeout sets this wait)"
                 )

@@ -616,11 +616,13 @@ def run_summary(
         "dialogues_added": synth.get("added", synth.get("accepted", 0)),
         "dialogues_carried": synth.get("carried", 0),
         "dialogues_total": synth.get("total", synth.get("accepted", 0)),
-        "dialogues_attempted": synth.get("attempted", 0),
+        # requests that failed in the engine are not attempts (the next refresh retries them)
+        "dialogues_attempted": synth.get("attempted", 0) - synth.get("engine_errors", 0),
         # not 0 means the synthetic stage did not do its work (endpoint down, model missing, tasks crashed)
         "dialogues_engine_errors": synth.get("engine_errors", 0),
         "dialogue_chunks_failed": len(synth.get("chunks_failed") or {})
-        + len(synth.get("chunks_missing") or []),
+        + len(synth.get("chunks_missing") or [])
+        + len(synth.get("chunks_incomplete") or []),
         "retention_removed": removed or [],
         "seconds": seconds,
         "work": str(work) if work else None,

@@ -21,8 +21,10 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ from datatrove.utils.logging import logger
 
 from pipelines.atomic import write_json_atomic
 from pipelines.parquet import list_parquet, write_table_atomic
-from synthetic.engine import PROMPT_TOO_LONG
+from synthetic.engine import FINAL_ERRORS
 from synthetic.schema import dialogue_schema
 from synthetic.settings import SyntheticSettings
 from synthetic.validate import VALIDATION_VERSION
@@ -73,6 +75,11 @@ def _sidecar(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _finished_file(path: Path, sidecar: Path) -> bool:
+    """A `chunk-` file whose sidecar counts no engine error (earlier code saved such chunks as finished)."""
+    return path.is_file() and not int(_sidecar(sidecar).get("reason:engine_error", 0))
+
+
 def chunk_done(stage: Path, chunk: int, settings: SyntheticSettings) -> bool:
     """A finished chunk of this target: its file holds every scenario of its range and no engine error.
 
@@ -81,9 +88,7 @@ def chunk_done(stage: Path, chunk: int, settings: SyntheticSettings) -> bool:
     also catches chunks written by earlier code that saved engine errors as finished.
     """
     path, sidecar = chunk_paths(stage, chunk)
-    if not path.is_file() or _rows(path) != _expected_rows(settings, chunk):
-        return False
-    return not int(_sidecar(sidecar).get("reason:engine_error", 0))
+    return _finished_file(path, sidecar) and _rows(path) == _expected_rows(settings, chunk)
 
 
 def chunk_attempts(stage: Path, chunk: int) -> tuple[Path, Path, bool] | None:
@@ -94,7 +99,7 @@ def chunk_attempts(stage: Path, chunk: int) -> tuple[Path, Path, bool] | None:
     old file, which the summary still counts, next to the failure it reports.
     """
     done, done_sidecar = chunk_paths(stage, chunk)
-    if done.is_file() and not int(_sidecar(done_sidecar).get("reason:engine_error", 0)):
+    if _finished_file(done, done_sidecar):
         return done, done_sidecar, True
     part, part_sidecar = chunk_paths(stage, chunk, complete=False)
     if part.is_file():
@@ -169,10 +174,11 @@ class SynthesizeChunks(PipelineStep):
             # not finished: kept as `incomplete-` (the summary counts it, finalize keeps its good rows) and no
             # completion marker counts (run_synthesize clears it), so a rerun retries the failed requests; the
             # request cache holds only successful completions, so nothing else is generated again
+            # a finished file of another target must not win over this one: gone before this is written
+            done_path.unlink(missing_ok=True)
+            done_sidecar.unlink(missing_ok=True)
             write_json_atomic(part_sidecar, counts, sort_keys=True)
             write_table_atomic(table, part_path)
-            done_path.unlink(missing_ok=True)  # a finished file of another target must not win over this one
-            done_sidecar.unlink(missing_ok=True)
             logger.warning(
                 f"chunk {rank}: {errors} of {len(result.rows)} request(s) failed in the engine; "
                 "the chunk is not finished and a rerun retries them"
@@ -238,24 +244,37 @@ def select_groundings(source: str | Path | None, top_k: int, max_chars: int) -> 
     return [(doc_id, _excerpt(text, max_chars)) for _, doc_id, text in best]
 
 
-def _groundings(settings: SyntheticSettings, stage: Path, fallback: str | None) -> list[tuple[str, str]]:
-    """Chosen once per run and kept in the work folder, so a resumed run builds the same scenarios."""
+def _groundings(
+    settings: SyntheticSettings, stage: Path, fallback: str | None, fallback_name: str
+) -> tuple[list[tuple[str, str]], str]:
+    """(excerpts, where they came from), chosen once per run and kept in the work folder, so a resumed run
+    builds the same scenarios.
+
+    An empty choice is not kept when grounding is wanted: a later run may find a source (a corpus published
+    since), and keeping "none" would leave the run ungrounded for good.
+    """
     saved = stage / "groundings.parquet"
     if saved.is_file():
         table = pq.read_table(saved)
-        return list(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
+        source = (table.schema.metadata or {}).get(b"source", b"an earlier run").decode()
+        pairs = zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
+        return list(pairs), source
+    source = settings.grounding_input or fallback_name
     if settings.grounding_fraction <= 0:
         chosen: list[tuple[str, str]] = []
+        source = "none (synthetic.grounding_fraction is 0)"
     else:
         chosen = select_groundings(
             settings.grounding_input or fallback, settings.grounding_top_k, settings.excerpt_chars
         )
+        if not chosen:
+            return [], source
     table = pa.table(
         {"id": [c[0] for c in chosen], "text": [c[1] for c in chosen]},
-        schema=pa.schema([("id", pa.string()), ("text", pa.string())]),
+        schema=pa.schema([("id", pa.string()), ("text", pa.string())], metadata={"source": source}),
     )
     write_table_atomic(table, saved)
-    return chosen
+    return chosen, source
 
 
 # -- checks before any work ----------------------------------------------------------------------------------
@@ -291,12 +310,12 @@ def check_model(settings: SyntheticSettings) -> None:
         if model != TINY_MODEL_ID:
             raise ValueError(f"synthetic.model: unknown builtin model {model!r} (known: {TINY_MODEL_ID})")
         return
+    if settings.engine != "vllm":  # the server's name for its model (`vllm serve /models/x`: a server path)
+        return
     folder = Path(model).expanduser()
     looks_local = model.startswith(("/", "./", "../", "~")) or folder.exists()
     if looks_local and not folder.is_dir():
         raise ValueError(f"synthetic.model: local model folder not found: {model}")
-    if settings.engine != "vllm":
-        return
     if looks_local:
         if not (folder / "config.json").is_file():
             raise ValueError(f"synthetic.model: {model} has no config.json (not a Hugging Face model folder)")
@@ -364,13 +383,27 @@ def preflight(settings: SyntheticSettings) -> None:
 
 
 # -- finalize -----------------------------------------------------------------------------------------------
-def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks: int) -> dict[str, Any]:
-    """Run-level near-duplicate check, then write accepted dialogues (chat format) and count everything."""
+def _latest_midtrain(out: Path) -> Path | None:
+    """The dialogues of the version `OUT/latest` serves, if it has any."""
+    from pipelines.publish.publish import latest_version, versions_dir
+
+    latest = latest_version(out)
+    folder = versions_dir(out) / latest / "midtrain" if latest else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def finalize(
+    settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks: int, published: Path | None = None
+) -> dict[str, Any]:
+    """Run-level near-duplicate check, then write accepted dialogues (chat format) and count everything.
+
+    `published`: dialogues this run must not repeat (`corpus synth` next to a published version)."""
     from synthetic.validate import NearDuplicates
 
     dedup = NearDuplicates(threshold=settings.near_dup_threshold)
     # dialogues carried from the published version (refresh) come first: a top-up must not repeat them
-    for carried in sorted(midtrain.glob("carry-*.parquet")):
+    known = sorted(midtrain.glob("carry-*.parquet")) + (list_parquet(published) if published else [])
+    for carried in known:
         table = pq.read_table(carried, columns=["id", "messages"])
         for doc_id, messages in zip(table["id"].to_pylist(), table["messages"].to_pylist(), strict=True):
             dedup.check(doc_id, "\n".join(m["content"] for m in messages))
@@ -399,8 +432,8 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
         for row in table.to_pylist():
             counts["attempted"] += 1
             validation = row["validation"]
-            if (row["finish_reason"] or "").startswith(f"error: {PROMPT_TOO_LONG}"):
-                counts["prompts_too_long"] += 1  # refused for good (a rerun would refuse it again): attempted
+            if (row["finish_reason"] or "").startswith(tuple(f"error: {e}" for e in FINAL_ERRORS)):
+                counts["requests_refused"] += 1  # for good (a rerun would be refused again): attempted
             elif row["finish_reason"] is not None and row["finish_reason"].startswith("error"):
                 counts["engine_errors"] += 1
                 first_error = first_error or row["finish_reason"].removeprefix("error: ")
@@ -429,13 +462,15 @@ def finalize(settings: SyntheticSettings, stage: Path, midtrain: Path, n_chunks:
     for stale in midtrain.glob("part-*.parquet"):
         if stale.name not in expected:
             stale.unlink()
-    attempted_ok = counts["attempted"] - counts["engine_errors"]
+    attempted_ok = (
+        counts["attempted"] - counts["engine_errors"] - counts["requests_refused"]
+    )  # reached parsing
     return {
         "attempted": counts["attempted"],
         "parsed": counts["parsed"],
         "parseable_fraction": round(counts["parsed"] / attempted_ok, 4) if attempted_ok else None,
         "engine_errors": counts["engine_errors"],
-        "prompts_too_long": counts["prompts_too_long"],
+        "requests_refused": counts["requests_refused"],
         "accepted": counts["accepted"],
         "rejected": counts["rejected"],
         "rejected_by_reason": dict(sorted(reasons.items())),
@@ -465,9 +500,10 @@ _TRANSPORT = {
 
 # Settings that only judge completions (or say how many to make): changing them re-validates cached completions
 # and extends or shortens the run, but never asks for a completion made before under other values.
+# Not `chunk_size`: the request cache is one file per chunk number, so another size asks for other requests in
+# each chunk's file, and a new work folder is the honest outcome.
 _VERDICT_ONLY = {
     "target",
-    "chunk_size",
     "min_score",
     "min_scores",
     "min_chars",
@@ -485,46 +521,52 @@ def _grid_digest(settings: SyntheticSettings) -> str:
     return hashlib.sha256(resolve_grid_path(settings.grid).read_bytes()).hexdigest()
 
 
-def synth_identity(settings: SyntheticSettings) -> str:
-    """Hash of what shapes the generated completions (model, engine, grid content, sampling, seed, language,
-    turn and length bounds, grounding...), not the target, thresholds or transport.
-
-    `corpus synth` keys its work folder by it: raising `synthetic.target` extends the same run (finished chunks
-    and cached completions are reused), a new threshold re-judges cached completions without a request, and a
-    new `concurrency` or endpoint is the same run.
-    """
+def _digest(data: dict[str, Any]) -> str:
     import hashlib
 
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def synth_identity(settings: SyntheticSettings) -> str:
+    """Hash of what shapes the generated completions (model, engine, grid content, sampling, seed, chunk size,
+    language, turn and length bounds, grounding...), not the target, thresholds or transport.
+
+    `corpus synth` keys its work folder, and so its request cache, by it: raising `synthetic.target` extends
+    the same run (finished chunks and cached completions are reused), a new threshold or a new version of the
+    checks re-judges cached completions without a request, and a new `concurrency` or endpoint is the same run.
+    """
     data = settings.model_dump(mode="json", exclude=_TRANSPORT | _VERDICT_ONLY)
     if settings.engine == "openai":  # the one endpoint setting that changes what comes back
         data["structured"] = settings.openai.structured
     data["grid"] = _grid_digest(settings)
-    data["validation"] = VALIDATION_VERSION  # new checks re-judge finished chunks from the request cache
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return _digest(data)
 
 
-def variant_key(settings: SyntheticSettings, bundle_path: str | None) -> str:
-    """Hash of everything that decides a chunk's content and verdicts (seed, chunk size, model, grid, thresholds,
-    bundle...). Chunk files and completion markers live under `v-<key>/`, so a rerun with other settings
-    (a refresh top-up round with a new seed, a rebuilt bundle, an edited grid) never reuses chunks made for
-    different ones, while the request cache of the work folder, keyed by request content, stays shared.
+def variant_key(
+    settings: SyntheticSettings, bundle_path: str | None, groundings: Sequence[tuple[str, str]] = ()
+) -> str:
+    """Hash of everything that decides a chunk's content and verdicts: what shapes the completions
+    (`synth_identity`), the thresholds, the classifier bundle and the version of the checks. Chunk files and
+    completion markers live under `v-<key>/`, so a rerun with other settings (a refresh top-up round with a new
+    seed, a rebuilt bundle, new checks) never reuses chunks made for different ones, while the request cache of
+    the work folder, keyed by request content, stays shared.
 
     Not the target: a chunk is finished only when it holds its whole range for the current target
     (`chunk_done`), so raising the target reruns only the last chunk (from the cache) and adds new ones."""
-    import hashlib
-
     from classifiers.bundle import BundleError, read_manifest
 
-    data = settings.model_dump(mode="json", exclude=_TRANSPORT | {"target"})
-    # contents, not paths: a bundle rebuilt in place (or built after a first run without one) and an edited
-    # grid must not reuse chunks judged or written under the old ones
+    data = settings.model_dump(mode="json", include=_VERDICT_ONLY - {"target"})
+    data["completions"] = synth_identity(settings)
+    # contents, not paths: a bundle rebuilt in place (or built after a first run without one) must not reuse
+    # chunks judged under the old one
     try:
         data["bundle"] = read_manifest(Path(bundle_path))["version"] if bundle_path else None
     except BundleError:
         data["bundle"] = f"unavailable:{bundle_path}"
-    data["grid"] = _grid_digest(settings)
     data["validation"] = VALIDATION_VERSION  # new checks re-judge finished chunks from the request cache
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    # the excerpts the scenarios quote: a run that found none, then a published corpus, makes other prompts
+    data["groundings"] = _digest({"ids": [doc_id for doc_id, _ in groundings]}) if groundings else None
+    return _digest(data)
 
 
 def release_engines(client: Any) -> None:
@@ -610,12 +652,14 @@ def run_synthesize(ctx: RunContext, force: bool = False, midtrain: Path | None =
     # absolute: workers may start in another folder
     bundle_path = os.path.abspath(resolve_bundle_path(ctx.config.classifier.bundle))
     root = ctx.stage_dir(STAGE)
-    stage = root / f"v-{variant_key(settings, bundle_path)}"
-    stage.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    standalone = midtrain is not None  # `corpus synth`, next to (not part of) the published versions
     midtrain = midtrain or ctx.staging / "midtrain"
     fallback, fallback_name = grounding_fallback(ctx)
-    groundings = _groundings(settings, stage, fallback)
-    grounding_source = settings.grounding_input or fallback_name
+    # in the work folder, not the variant's: a new threshold must re-judge the same prompts, not pick new excerpts
+    groundings, grounding_source = _groundings(settings, root, fallback, fallback_name)
+    stage = root / f"v-{variant_key(settings, bundle_path, groundings)}"
+    stage.mkdir(parents=True, exist_ok=True)
     if settings.grounding_fraction > 0 and not groundings:
         logger.warning(
             f"synthesize: NO GROUNDING: synthetic.grounding_fraction={settings.grounding_fraction} but no "
@@ -669,7 +713,9 @@ def run_synthesize(ctx: RunContext, force: bool = False, midtrain: Path | None =
         logger.error(str(exc))
     finally:
         release_engines(ctx.client)
-    summary = finalize(settings, stage, midtrain, chunks)
+    # `corpus synth` on a built corpus: its first scenarios are those of `corpus run`'s round 0 (same seed)
+    published = _latest_midtrain(ctx.out) if standalone else None
+    summary = finalize(settings, stage, midtrain, chunks, published)
     generated_now = 0
     ran_now = 0
     for path in (stage / "counts").glob("*.json"):
@@ -730,8 +776,6 @@ def new_generation(out: Path, run_id: str) -> Path:
 def publish_generation(out: Path, generation: Path) -> Path:
     """Point `OUT/synth/midtrain` at `generation` with one atomic rename of a fresh symlink; remove the
     generations before the one it replaced (that one stays for readers that opened it a moment ago)."""
-    import shutil
-
     from pipelines.atomic import fsync_dir
 
     link = synth_midtrain(out)
@@ -751,12 +795,17 @@ def publish_generation(out: Path, generation: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config overrides, e.g. out=/data/x synthetic.model=org/name synthetic.target=1000 synthetic.min_score=0.6",
+    from pipelines.publish.refresh import add_arguments as add_run_arguments
+
+    add_run_arguments(
+        parser, "out=/data/x synthetic.model=org/name synthetic.target=1000 synthetic.min_score=0.6"
+    )
+
+
+def _finished(summary: dict[str, Any]) -> bool:
+    """Every chunk ran to its end with no engine error: what `corpus synth` publishes."""
+    return not (
+        summary.get("chunks_failed") or summary.get("chunks_missing") or summary.get("chunks_incomplete")
     )
 
 
@@ -769,11 +818,12 @@ def main(args: argparse.Namespace) -> int:
     from pipelines.config import ConfigError, load_config
     from pipelines.context import RunContext
     from pipelines.publish.lock import LockHeld, LockUnsupported, RunLock
-    from pipelines.publish.refresh import EXIT_LOCKED
+    from pipelines.publish.refresh import EXIT_LOCKED, configure_stderr, expected_stage_errors
     from pipelines.publish.state import StateStore
     from pipelines.stdout import summary_stdout
 
     config = load_config(args.config, args.overrides)
+    configure_stderr(args.log_level)
     try:
         preflight(config.synthetic)
     except ValueError as exc:
@@ -797,13 +847,28 @@ def main(args: argparse.Namespace) -> int:
                 f"{synth_midtrain(config.out)}'s under OUT/**/midtrain/: delete them"
             )
         with summary_stdout() as out:
-            with connect(config.cluster) as client:
-                ctx = RunContext(config=config, client=client, run_id=run_id)
-                generation = new_generation(config.out, run_id)
-                summary = run_synthesize(ctx, force=True, midtrain=generation)
+            try:
+                with connect(config.cluster) as client:
+                    ctx = RunContext(config=config, client=client, run_id=run_id)
+                    generation = new_generation(config.out, run_id)
+                    summary = run_synthesize(ctx, force=True, midtrain=generation)
+            except (
+                expected_stage_errors()
+            ) as exc:  # expected failures (cluster, ranks): one line, as `corpus run`
+                print(f"corpus synth: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return 1
+            if _finished(summary):
                 summary["midtrain_dir"] = str(publish_generation(config.out, generation))
+            else:  # never replace the last finished run's dialogues with a partial (or empty) set
+                shutil.rmtree(generation, ignore_errors=True)
+                link = synth_midtrain(config.out)
+                summary["midtrain_dir"] = str(link) if link.is_symlink() else None
+                logger.warning(
+                    f"corpus synth: the run is not finished: {link} still holds the last finished run's "
+                    "dialogues (if any); rerunning the same command resumes"
+                )
             summary["run_id"] = run_id
-            print(json.dumps(summary, indent=2, default=str), file=out)
+            print(json.dumps(summary, indent=None if args.compact else 2, default=str), file=out)
     finally:
         lock.release()
     errors, attempted = summary.get("engine_errors", 0), summary.get("attempted", 0)
@@ -814,7 +879,7 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if summary.get("chunks_failed") or summary.get("chunks_missing") or summary.get("chunks_incomplete"):
+    if not _finished(summary):
         print(
             f"corpus synth: not finished ({len(summary.get('chunks_failed') or {})} chunk(s) failed, "
             f"{len(summary.get('chunks_missing') or [])} missing, {len(summary.get('chunks_incomplete') or [])} "

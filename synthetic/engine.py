@@ -34,6 +34,15 @@ from synthetic.tiny_model import resolve_model
 
 # the prefix of a Completion's error when the engine refused the prompt for being longer than the context
 PROMPT_TOO_LONG = "prompt_too_long"
+# the prefix when the engine refused the request itself for another reason (its own validation)
+ENGINE_REFUSED = "engine_refused"
+# errors a rerun would get again: the request is attempted and final, never retried (its chunk can finish)
+FINAL_ERRORS = (PROMPT_TOO_LONG, ENGINE_REFUSED)
+
+
+def context_length_error(message: str) -> bool:
+    """Whether an engine's refusal says the prompt does not fit (vLLM's and OpenAI's wordings)."""
+    return "maximum context length" in message or "maximum model length" in message
 
 
 @dataclass(frozen=True)
@@ -283,8 +292,8 @@ class VLLMEngine(Engine):
         except VLLMValidationError as exc:
             if len(requests) == 1:
                 message = str(exc)
-                too_long = "maximum context length" in message or "maximum model length" in message
-                error = f"{PROMPT_TOO_LONG}: {message}" if too_long else f"refused by vLLM: {message}"
+                prefix = PROMPT_TOO_LONG if context_length_error(message) else ENGINE_REFUSED
+                error = f"{prefix}: {message}"
                 return {requests[0].id: Completion(requests[0].id, "", None, 0, error[:500])}
             half = len(requests) // 2
             return {**self._chat_isolating(requests[:half]), **self._chat_isolating(requests[half:])}
@@ -435,7 +444,7 @@ class OpenAIEngine(Engine):
                 continue
             if response.status_code >= 400:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code == 400 and "maximum context length" in response.text:
+                if response.status_code == 400 and context_length_error(response.text):
                     error = f"{PROMPT_TOO_LONG}: {error}"  # vLLM's and OpenAI's wording
                 return Completion(request.id, "", None, 0, error)
             try:

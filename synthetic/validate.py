@@ -1,8 +1,9 @@
 """Validation of generated dialogues. Every check that fails adds a reason; nothing is dropped silently.
 
 Per-dialogue checks (run in the task that generated the dialogue):
-- parse: `engine_error`, `prompt_too_long` (the prompt does not fit the model's context: the engine refused
-  it), `truncated` (hit max_tokens before the JSON closed), `unparseable`, `invalid_unicode` (text that is
+- parse: `engine_error` (retried by a rerun), `prompt_too_long` (the prompt does not fit the model's context:
+  the engine refused it), `engine_refused` (the engine refused the request for another reason; like
+  `prompt_too_long`, final), `truncated` (hit max_tokens before the JSON closed), `unparseable`, `invalid_unicode` (text that is
   not valid UTF-8, e.g. a lone surrogate from a JSON escape `"\\ud800"`: no tokenizer or Parquet writer
   takes it);
 - structure: `unknown_role` (a system or tool turn), `first_turn_not_user`, `roles_not_alternating`,
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from synthetic.engine import PROMPT_TOO_LONG
+from synthetic.engine import FINAL_ERRORS
 
 # Raised whenever a rule changes what passes (2: invalid_unicode, validation_error, U+FFFD as junk, the system
 # prompt in the leakage check). A stage that keys finished chunks by it re-judges them from the request cache
@@ -86,7 +87,8 @@ def parse_dialogue(text: str, finish_reason: str | None, error: str | None) -> P
     that real models do not produce, so they become spaces (counted) rather than poisoning the text.
     """
     if error:
-        return Parsed(None, PROMPT_TOO_LONG if error.startswith(PROMPT_TOO_LONG) else "engine_error")
+        final = next((reason for reason in FINAL_ERRORS if error.startswith(reason)), None)
+        return Parsed(None, final or "engine_error")
     try:
         data = json.loads(text, strict=False)
     except (json.JSONDecodeError, RecursionError):

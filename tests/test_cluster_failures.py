@@ -35,9 +35,16 @@ class Sleep:
         yield from data or ()
 
 
-def sleeping_stage(client, tmp_path: Path, tasks: int = 4, seconds: float = 2.0) -> DaskPipelineExecutor:
+def sleeping_stage(
+    client, tmp_path: Path, tasks: int = 4, seconds: float = 2.0, resources: dict[str, float] | None = None
+) -> DaskPipelineExecutor:
     return DaskPipelineExecutor(
-        [Sleep(seconds)], tasks=tasks, logging_dir=str(tmp_path / "logs"), client=client, progress=False
+        [Sleep(seconds)],
+        tasks=tasks,
+        logging_dir=str(tmp_path / "logs"),
+        client=client,
+        progress=False,
+        resources=resources,
     )
 
 
@@ -93,6 +100,20 @@ def test_ranks_waiting_on_a_cluster_whose_workers_all_died_fail(tmp_path, procs)
         with pytest.raises(
             ClusterLost, match=f"cluster at {re.escape(address)} has had no worker for 3 s with 3 rank"
         ):
+            stage.run()
+
+
+@pytest.mark.timeout(90)
+def test_gpu_ranks_whose_gpu_workers_died_fail_while_cpu_workers_live(tmp_path, procs):
+    """A CPU worker kept the cluster non-empty, so the watch saw workers and GPU ranks waited forever."""
+    address = start_scheduler(tmp_path, procs)
+    start_worker(address, "cpu", tmp_path, procs)
+    gpu = start_worker(address, "gpu", tmp_path, procs, args=("--no-nanny", "--resources", "GPU=1"))
+    with connect(ClusterConfig(kind="address", address=address, worker_timeout=3)) as client:
+        client.wait_for_workers(2, timeout=30)
+        stage = sleeping_stage(client, tmp_path, tasks=3, seconds=3.0, resources={"GPU": 1})
+        threading.Timer(1.5, gpu.kill).start()
+        with pytest.raises(ClusterLost, match=r"no worker with the resources \{'GPU': 1\} for 3 s"):
             stage.run()
 
 

@@ -346,7 +346,7 @@ def test_ranks_that_request_resources_count_only_the_workers_that_have_them():
     """GPU ranks must not queue on a GPU worker's CPU threads (a vLLM OOM would take the queued ranks along)."""
     from distributed import Client, LocalCluster, Worker
 
-    from pipelines.executor import _slots
+    from pipelines.executor import _count_slots
 
     with (
         LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
@@ -359,11 +359,15 @@ def test_ranks_that_request_resources_count_only_the_workers_that_have_them():
         ]
         try:
             client.wait_for_workers(3)
-            assert _slots(client) == 9
+            listed = list(client.scheduler_info(n_workers=-1)["workers"].values())
+            assert _count_slots(listed, None) == 9
             assert (
-                _slots(client, {"GPU": 1}) == 3
+                _count_slots(listed, {"GPU": 1}) == 3
             )  # 1 on the first worker, 2 on the second, none on the CPU one
-            assert _slots(client, {"GPU": 2}) == 1
+            assert _count_slots(listed, {"GPU": 2}) == 1
+            assert (
+                _count_slots(listed, {"GPU": 4}) == 0
+            )  # no worker can run them: the watch's "no worker" case
         finally:
             for worker in workers:
                 client.sync(worker.close)

@@ -8,23 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.publish.refresh import log_level
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        type=log_level,
-        help="level of the log on stderr (the run folder's is INFO)",
-    )
-    parser.add_argument(
-        "--compact", action="store_true", help="print the JSON summary on one line (log files)"
-    )
+from pipelines.publish.refresh import add_arguments  # noqa: F401 (the CLI looks it up here)
 
 
 def main(args: argparse.Namespace) -> int:

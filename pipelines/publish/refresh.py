@@ -26,11 +26,10 @@ EXIT_LOCKED = 75
 EXIT_REFUSED = 78
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, example: str = "out=/data/x") -> None:
+    """The options of every command that runs stages on OUT (`corpus run`, `refresh`, `synth`)."""
     parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. out=/data/x"
-    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"config overrides, e.g. {example}")
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -60,7 +59,9 @@ def configure_stderr(level: str) -> None:
     logger.add(sys.stderr, level=level.upper(), filter=lambda record: not record["extra"].get("file_only"))
 
 
-def _stage_errors() -> tuple[type[Exception], ...]:
+def expected_stage_errors() -> tuple[type[Exception], ...]:
+    """Failures a command reports as one line (their messages name the file or rank and what to do); the
+    traceback goes to the run log only."""
     from classifiers.bundle import BundleError
     from pipelines.cluster import ClusterUnreachable
     from pipelines.curate.inputs import InputError
@@ -88,7 +89,7 @@ def run_command(args: argparse.Namespace, mode: str) -> int:
     from pipelines.publish.lock import LockHeld, LockUnsupported
     from pipelines.publish.state import StateError
 
-    stage_errors = _stage_errors()
+    stage_errors = expected_stage_errors()
     config = load_config(args.config, args.overrides)
     configure_stderr(getattr(args, "log_level", "INFO"))
     name = f"corpus {mode if mode == 'refresh' else 'run'}"

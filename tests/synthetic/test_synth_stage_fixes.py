@@ -139,8 +139,9 @@ def test_refresh_state_does_not_count_engine_errors_and_the_run_summary_names_th
     assert summary["engine_errors"] == 4 and summary["accepted"] == 0
     assert record["attempted"] == 0, "engine errors must not use up synthetic.target for later refreshes"
     published = run_summary({"mode": "full", "version": "v1", "results": {"synthesize": summary}})
-    assert published["dialogues_engine_errors"] == 4
-    assert published["dialogue_chunks_failed"] == 0 and published["dialogues_added"] == 0
+    assert published["dialogues_engine_errors"] == 4 and published["dialogues_attempted"] == 0
+    # the chunk that holds them is left incomplete, and the summary says so
+    assert published["dialogue_chunks_failed"] == 1 and published["dialogues_added"] == 0
 
     failed = run_summary(
         {
@@ -181,10 +182,20 @@ def test_grounding_falls_back_to_the_published_corpus_and_warns_without_one(
     }
     pq.write_table(pa.table(docs), pretrain / "part-00000.parquet")
     os.symlink("versions/v1", out / "latest")
-    grounded = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-grounding"))
+    # the same work folder: the empty choice of the first run was not kept, so this run finds the corpus
+    grounded = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-nogrounding"))
     assert grounded["groundings"] == 2 and grounded["grounding_source"] == "published v1 pretrain"
     rows = pq.read_table(Path(grounded["chunks_dir"])).to_pylist()
     assert all(r["grounding_doc_id"] in {"a", "b"} for r in rows)
+
+    # a new threshold re-judges the same prompts from the request cache: the excerpts are the work folder's,
+    # not picked again (from a `latest` that may have moved meanwhile)
+    sent = server.count
+    os.remove(out / "latest")
+    stricter = config.model_copy(update={"synthetic": config.synthetic.model_copy(update={"min_score": 0.9})})
+    rejudged = run_synthesize(RunContext(config=stricter, client=dask_client, run_id="t-nogrounding"))
+    assert rejudged["groundings"] == 2 and rejudged["grounding_source"] == "published v1 pretrain"
+    assert server.count == sent and rejudged["generated_requests"] == 0
 
 
 # -- 6: settings checked before any work -------------------------------------------------------------------------
@@ -282,6 +293,7 @@ def test_corpus_synth_lock_errors_identity_and_one_published_midtrain(chat_serve
     assert down.returncode == 1, down.stderr[-2000:]
     assert "all 4 request(s) failed in the engine (first: " in down.stderr
     assert json.loads(down.stdout)["engine_errors"] == 4
+    assert not (out / "synth" / "midtrain").exists()  # an unfinished run publishes nothing
 
     server = chat_server(answer)
     up = synth(tmp_path, out, server.base_url)
@@ -303,3 +315,25 @@ def test_corpus_synth_lock_errors_identity_and_one_published_midtrain(chat_serve
     ids = midtrain_ids(out)
     assert len(ids) == len(set(ids)) == json.loads(judged.stdout)["accepted"]
     assert len(list((out / "synth" / ".generations").iterdir())) <= 2
+
+    # a failed run with other settings never replaces the last finished run's dialogues
+    failed = synth(tmp_path, out, closed_port_url(), "synthetic.target=6", "synthetic.seed=99")
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert sorted(midtrain_ids(out)) == sorted(ids)
+
+    # next to a published version that holds them (`corpus run`'s round 0 has the same seed), they are
+    # near-duplicates: `corpus synth` adds only dialogues the corpus does not have
+    published = out / "versions" / "v1" / "midtrain"
+    published.mkdir(parents=True)
+    for part in (out / "synth" / "midtrain").glob("*.parquet"):
+        (published / part.name).write_bytes(part.read_bytes())
+    os.symlink("versions/v1", out / "latest")
+    beside = synth(tmp_path, out, server.base_url, "synthetic.target=6", "synthetic.min_language_score=0.99")
+    assert beside.returncode == 0, beside.stderr[-2000:]
+    summary = json.loads(beside.stdout)
+    before = json.loads(judged.stdout)
+    # what the last run accepted is now a near-duplicate too (the stub's dialogues repeat each other as well)
+    assert summary["accepted"] == 0
+    near = summary["rejected_by_reason"]["near_duplicate"]
+    assert near == before["rejected_by_reason"].get("near_duplicate", 0) + before["accepted"]
+    assert not list((out / "synth" / "midtrain").glob("*.parquet"))
