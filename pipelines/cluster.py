@@ -222,6 +222,40 @@ class ClusterLost(ClusterUnreachable):
     every worker stayed paused by its memory limit. A rerun resumes (completed ranks are kept)."""
 
 
+def scheduler_lost(client: Client, what: str, note: str = "") -> ClusterLost:
+    """The one-line error of a stage whose client lost its scheduler (the executor's and the direct calls')."""
+    address = str(getattr(client.scheduler, "address", None) or "the Dask scheduler")
+    return ClusterLost(
+        f"{what}: lost the Dask scheduler at {address} (client {client.status}); rerun when it is back{note}"
+    )
+
+
+@contextlib.contextmanager
+def scheduler_lost_as_cluster_lost(client: Client | None, what: str) -> Iterator[None]:
+    """Around Dask calls made outside DaskPipelineExecutor (`client.compute(...).result()`, `client.gather`):
+    an error that comes from losing the scheduler becomes one ClusterLost line naming its address.
+
+    Why: when the scheduler died mid-mix, the client cancelled its futures and the run ended with a traceback
+    of `FutureCancelledError: merge_stats-4f90... cancelled for reason: scheduler-connection-lost` (or
+    `reason: unknown`, for futures submitted while the client was reconnecting), naming neither the cluster
+    nor what to do. Errors raised while the client is still connected (a task's own OSError) pass unchanged.
+    """
+    if client is None:
+        yield
+        return
+    from concurrent.futures import CancelledError
+
+    from distributed.client import ClosedClientError
+
+    try:
+        yield
+    except (CancelledError, ClosedClientError, OSError) as exc:  # CommClosedError is an OSError
+        lost = "scheduler-connection-lost" in str(exc) or client.status != "running"
+        if not lost:
+            raise
+        raise scheduler_lost(client, what) from exc
+
+
 # Read by DaskPipelineExecutor (which only sees the client): how long ranks may wait on a cluster that cannot
 # run them. `connect` sets them from ClusterConfig for the duration of a run.
 NO_WORKERS_TIMEOUT_KEY = "prosocial.no-workers-timeout"

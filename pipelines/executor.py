@@ -36,7 +36,7 @@ from datatrove.utils.logging import logger
 from datatrove.utils.stats import PipelineStats
 from tqdm.auto import tqdm
 
-from pipelines.cluster import NO_WORKERS_TIMEOUT_KEY, PAUSED_TIMEOUT_KEY, ClusterLost
+from pipelines.cluster import NO_WORKERS_TIMEOUT_KEY, PAUSED_TIMEOUT_KEY, ClusterLost, scheduler_lost
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -157,10 +157,7 @@ class _ClusterWatch:
         self._warned_paused = False
 
     def lost(self) -> ClusterLost:
-        return ClusterLost(
-            f"{self.name}: lost the Dask scheduler at {self.address} (client {self.client.status}); rerun when "
-            "it is back: ranks that completed are kept"
-        )
+        return scheduler_lost(self.client, self.name, ": ranks that completed are kept")
 
     def scheduler_gone(self, future: Any) -> bool:
         """A future cancelled by the client itself because its scheduler connection was lost."""

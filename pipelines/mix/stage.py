@@ -40,6 +40,7 @@ from datatrove.utils.logging import logger
 
 from classifiers.profiles import Profile, load_profile
 from pipelines.atomic import commit_dir, write_json_atomic
+from pipelines.cluster import scheduler_lost_as_cluster_lost
 from pipelines.mix.copies import (
     CopyPlan,
     explode,
@@ -164,7 +165,8 @@ def resolve_quantile_tiers(
     ddf = read_scored(files, cfg, columns)
     histogram = dask.delayed(score_histograms, pure=True)
     merged = _tree_merge([histogram(part, pending) for part in ddf.to_delayed()])
-    hists = client.compute(merged).result() if client is not None else merged.compute()
+    with scheduler_lost_as_cluster_lost(client, "mix"):
+        hists = client.compute(merged).result() if client is not None else merged.compute()
     resolved = []
     for profile in profiles:
         if profile.has_quantiles:
@@ -197,7 +199,8 @@ def collect_stats(files: list[Path], profiles: list[Profile], cfg: MixConfig, cl
     stats = dask.delayed(partition_stats, pure=True)
     parts = [stats(part, profiles, cfg.seed) for part in ddf.to_delayed()]
     merged = _tree_merge(parts)
-    return client.compute(merged).result() if client is not None else merged.compute()
+    with scheduler_lost_as_cluster_lost(client, "mix"):
+        return client.compute(merged).result() if client is not None else merged.compute()
 
 
 # -- pass 2: materialise -----------------------------------------------------------------------------------
@@ -282,7 +285,10 @@ def materialise(
         for i, part in enumerate(by_shard.to_delayed())
     ]
     try:
-        results = client.gather(client.compute(tasks)) if client is not None else list(dask.compute(*tasks))
+        with scheduler_lost_as_cluster_lost(client, "mix"):
+            results = (
+                client.gather(client.compute(tasks)) if client is not None else list(dask.compute(*tasks))
+            )
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(folder, old)
