@@ -8,7 +8,6 @@ leaf package because the scoring step needs the aggregate; tiers are used by the
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from classifiers.yamlconfig import ConfigFileError, load_model
+from classifiers.yamlconfig import ConfigFileError, did_you_mean, load_model
 
 PROFILE_DIRS = [Path("configs/profiles"), Path(__file__).resolve().parents[1] / "configs" / "profiles"]
 
@@ -91,10 +90,9 @@ class Profile(BaseModel):
         known = set(_taxonomy_dimensions())
         for name in self.weights:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ValueError(
-                    f"weights.{name}: not a dimension of the taxonomy{hint}; known: {', '.join(sorted(known))}"
+                    f"weights.{name}: not a dimension of the taxonomy{did_you_mean(name, known)}; "
+                    f"known: {', '.join(sorted(known))}"
                 )
         if not self.tiers:
             raise ValueError("tiers: need at least one tier")

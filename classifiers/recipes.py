@@ -25,7 +25,6 @@ a list of conditions (all must hold) or {any: [RULE, ...]}.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from classifiers.taxonomy import load_taxonomy
-from classifiers.yamlconfig import ConfigFileError, read_yaml, validate
+from classifiers.yamlconfig import ConfigFileError, did_you_mean, read_yaml, validate
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 NEUTRAL_TARGET = 0.5
@@ -130,10 +129,9 @@ def load_recipe(path: str | Path) -> Recipe:
         for dim, spec in view.labels.items():
             if dim not in known:  # a typo would otherwise drop the dimension's labels without a word
                 key = f"views[{v_index}].labels.{dim}" if recipe.views else f"labels.{dim}"
-                close = difflib.get_close_matches(dim, known, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
                 raise RecipeError(
-                    f"{path}: {key}: unknown dimension {dim!r} ({hint}dimensions of the taxonomy: {', '.join(known)})"
+                    f"{path}: {key}: unknown dimension {dim!r}{did_you_mean(dim, known)}; "
+                    f"dimensions of the taxonomy: {', '.join(known)}"
                 )
             unknown = set(spec) - {"positive", "negative", "neutral"}
             if unknown:

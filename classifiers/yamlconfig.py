@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -140,18 +141,21 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     return sorted(parent.model_fields) if parent else []
 
 
+def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` to a mistyped `name` (up to `n`, joined by 'or'), else ''.
+
+    Every "unknown key / dimension / code" message of the project hints the same way."""
+    close = difflib.get_close_matches(name, sorted(choices), n=n)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 def describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
     """One pydantic error as `SOURCE: ...key...: expected ...`."""
     loc = [str(part) for part in error.get("loc", ())]
     key = ".".join(loc) or "(top level)"
     if error.get("type") == "extra_forbidden":
         valid = _fields_at(model, loc)
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = (
-            f" (did you mean '{close[0]}'?)"
-            if close
-            else (f" (expected one of: {', '.join(valid)})" if valid else "")
-        )
+        hint = did_you_mean(loc[-1], valid) or (f" (expected one of: {', '.join(valid)})" if valid else "")
         return f"{source}: unknown key '{key}'{hint}"
     if error.get("type") == "value_error":
         message = error.get("msg", "").removeprefix("Value error, ")

@@ -347,9 +347,8 @@ def check_model(settings: SyntheticSettings) -> None:
 
 def check_min_scores(settings: SyntheticSettings, grid_dimensions: list[str]) -> None:
     """A typo'd `synthetic.min_scores` key would silently leave that dimension at `min_score`."""
-    import difflib
-
     from classifiers.taxonomy import load_taxonomy
+    from classifiers.yamlconfig import did_you_mean
 
     try:
         known = set(grid_dimensions) | set(load_taxonomy().dimensions)
@@ -357,10 +356,9 @@ def check_min_scores(settings: SyntheticSettings, grid_dimensions: list[str]) ->
         known = set(grid_dimensions)
     for key in settings.min_scores:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(
-                f"synthetic.min_scores: unknown dimension {key!r}{hint}; known: {', '.join(sorted(known))}"
+                f"synthetic.min_scores: unknown dimension {key!r}{did_you_mean(key, known)}; "
+                f"known: {', '.join(sorted(known))}"
             )
 
 
@@ -383,13 +381,13 @@ def preflight(settings: SyntheticSettings) -> None:
 
 
 # -- finalize -----------------------------------------------------------------------------------------------
-def _latest_midtrain(out: Path) -> Path | None:
-    """The dialogues of the version `OUT/latest` serves, if it has any."""
+def _latest_folder(out: Path, name: str) -> tuple[Path, str] | None:
+    """(`name` folder of the version `OUT/latest` serves, that version's id), if it has Parquet files there."""
     from pipelines.publish.publish import latest_version, versions_dir
 
     latest = latest_version(out)
-    folder = versions_dir(out) / latest / "midtrain" if latest else None
-    return folder if folder is not None and folder.is_dir() else None
+    folder = versions_dir(out) / latest / name if latest else None
+    return (folder, latest) if folder is not None and folder.is_dir() and list_parquet(folder) else None
 
 
 def finalize(
@@ -462,9 +460,8 @@ def finalize(
     for stale in midtrain.glob("part-*.parquet"):
         if stale.name not in expected:
             stale.unlink()
-    attempted_ok = (
-        counts["attempted"] - counts["engine_errors"] - counts["requests_refused"]
-    )  # reached parsing
+    # the attempts that reached parsing
+    attempted_ok = counts["attempted"] - counts["engine_errors"] - counts["requests_refused"]
     return {
         "attempted": counts["attempted"],
         "parsed": counts["parsed"],
@@ -610,12 +607,9 @@ def grounding_fallback(ctx: RunContext) -> tuple[str | None, str]:
         output = (ctx.results.get(previous) or {}).get("output_dir")
         if output:
             return output, f"this run's {previous} output"
-    from pipelines.publish.publish import latest_version, versions_dir
-
-    latest = latest_version(ctx.out)
-    pretrain = versions_dir(ctx.out) / latest / "pretrain" if latest else None
-    if pretrain is not None and pretrain.is_dir() and list_parquet(pretrain):
-        return str(pretrain), f"published {latest} pretrain"
+    published = _latest_folder(ctx.out, "pretrain")
+    if published is not None:
+        return str(published[0]), f"published {published[1]} pretrain"
     return None, "none"
 
 
@@ -714,8 +708,8 @@ def run_synthesize(ctx: RunContext, force: bool = False, midtrain: Path | None =
     finally:
         release_engines(ctx.client)
     # `corpus synth` on a built corpus: its first scenarios are those of `corpus run`'s round 0 (same seed)
-    published = _latest_midtrain(ctx.out) if standalone else None
-    summary = finalize(settings, stage, midtrain, chunks, published)
+    published = _latest_folder(ctx.out, "midtrain") if standalone else None
+    summary = finalize(settings, stage, midtrain, chunks, published[0] if published else None)
     generated_now = 0
     ran_now = 0
     for path in (stage / "counts").glob("*.json"):

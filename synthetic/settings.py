@@ -6,11 +6,12 @@ else has a default that runs offline on a fresh clone with CPU vLLM and the buil
 
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from classifiers.yamlconfig import did_you_mean
 
 
 @lru_cache(maxsize=1)
@@ -146,10 +147,9 @@ class SyntheticSettings(BaseModel):
         """Every message is checked against this lid.176 code: `english` or `EN` would reject every dialogue."""
         labels = _lid_labels()
         if labels and value not in labels:
-            close = difflib.get_close_matches(value.lower(), sorted(labels), n=3)
-            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ValueError(
-                f"expected a lid.176 language code such as 'en', 'de' or 'fr', got {value!r}{hint}"
+                "expected a lid.176 language code such as 'en', 'de' or 'fr', "
+                f"got {value!r}{did_you_mean(value.lower(), labels, n=3)}"
             )
         return value
 

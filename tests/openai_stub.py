@@ -74,3 +74,37 @@ def completion_body(content: str, tokens: int = 10, finish_reason: str = "stop")
         ],
         "usage": {"completion_tokens": tokens},
     }
+
+
+# Two kind dialogues: `two_dialogues` answers each request with one of them by its seed, so any third dialogue
+# of a run is a near-duplicate of an earlier one.
+KIND = [
+    (
+        "My neighbour is struggling after her husband died and I do not know how to help her.",
+        "Thank you for caring about her. You could ask what would help, and offer specific support like a meal.",
+    ),
+    (
+        "I brought soup and she cried. Was that wrong of me?",
+        "Not at all, tears can mean she felt cared for. I hope you both feel a little less alone; please be gentle with yourself.",
+    ),
+]
+OTHER = [
+    (
+        "Our team keeps missing deadlines and my manager blames me in meetings.",
+        "That sounds stressful. Perhaps you could ask for a short meeting to understand what she expects, and share your view.",
+    ),
+    (
+        "I am worried she will get angry if I bring it up.",
+        "That is understandable. You know her best, so consider whether email or a talk feels safer, and it is your choice.",
+    ),
+]
+
+
+def two_dialogues(body: dict, n: int) -> tuple[int, dict, float]:
+    """A `respond` for ChatServer: KIND for even request seeds, OTHER for odd ones, in the `exchanges` format."""
+    pairs = KIND if body["seed"] % 2 == 0 else OTHER
+    return (
+        200,
+        completion_body(json.dumps({"exchanges": [{"user": u, "assistant": a} for u, a in pairs]}), 80),
+        0,
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from classifiers.yamlconfig import did_you_mean
 
 WHITESPACE = "whitespace"
 
@@ -52,11 +52,9 @@ class DedupConfig(BaseModel):
             return value
         codes = _tokenizer_codes()
         if value not in codes:
-            close = difflib.get_close_matches(value, [WHITESPACE, *codes], n=3)
-            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ValueError(
                 "expected 'whitespace' or a language code with a datatrove word tokenizer (e.g. en, de, zh, "
-                f"eng_Latn), got {value!r}{hint}"
+                f"eng_Latn), got {value!r}{did_you_mean(value, [WHITESPACE, *codes], n=3)}"
             )
         if info.data.get("enabled", True):
             try:  # construction checks the tokenizer's package (pythainlp, kiwipiepy, stanza...), loads nothing

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pyarrow.parquet as pq
 import pytest
-from openai_stub import completion_body
+from openai_stub import completion_body, two_dialogues
 
 from synthetic.engine import EngineSpec, OpenAIEngine, Request
 from synthetic.settings import OpenAISettings
@@ -93,40 +92,9 @@ def test_json_schema_is_sent_as_response_format(chat_server):
 
 
 # -- the whole stage on the real Dask cluster, with an HTTP engine -------------------------------------------------
-KIND = [
-    (
-        "My neighbour is struggling after her husband died and I do not know how to help her.",
-        "Thank you for caring about her. You could ask what would help, and offer specific support like a meal.",
-    ),
-    (
-        "I brought soup and she cried. Was that wrong of me?",
-        "Not at all, tears can mean she felt cared for. I hope you both feel a little less alone; please be gentle with yourself.",
-    ),
-]
-OTHER = [
-    (
-        "Our team keeps missing deadlines and my manager blames me in meetings.",
-        "That sounds stressful. Perhaps you could ask for a short meeting to understand what she expects, and share your view.",
-    ),
-    (
-        "I am worried she will get angry if I bring it up.",
-        "That is understandable. You know her best, so consider whether email or a talk feels safer, and it is your choice.",
-    ),
-]
-
-
 def dialogue_server(chat_server):
     """Answers every request with one of two kind dialogues (so later ones are near-duplicates)."""
-
-    def respond(body, n):
-        pairs = KIND if body["seed"] % 2 == 0 else OTHER
-        return (
-            200,
-            completion_body(json.dumps({"exchanges": [{"user": u, "assistant": a} for u, a in pairs]}), 80),
-            0,
-        )
-
-    return chat_server(respond)
+    return chat_server(two_dialogues)
 
 
 def test_stage_runs_on_dask_with_near_duplicates_and_scores(

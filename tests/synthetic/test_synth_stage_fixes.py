@@ -23,38 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datatrove.utils.logging import logger
-from openai_stub import completion_body
+from openai_stub import two_dialogues as answer
 
 from synthetic.settings import OpenAISettings, SyntheticSettings
 
 CORPUS = str(Path(sys.executable).with_name("corpus"))
-
-KIND = [
-    (
-        "My neighbour is struggling after her husband died and I do not know how to help her.",
-        "Thank you for caring about her. You could ask what would help, and offer specific support like a meal.",
-    ),
-    (
-        "I brought soup and she cried. Was that wrong of me?",
-        "Not at all, tears can mean she felt cared for. I hope you both feel a little less alone; please be gentle with yourself.",
-    ),
-]
-OTHER = [
-    (
-        "Our team keeps missing deadlines and my manager blames me in meetings.",
-        "That sounds stressful. Perhaps you could ask for a short meeting to understand what she expects, and share your view.",
-    ),
-    (
-        "I am worried she will get angry if I bring it up.",
-        "That is understandable. You know her best, so consider whether email or a talk feels safer, and it is your choice.",
-    ),
-]
-
-
-def answer(body: dict, n: int) -> tuple[int, dict, float]:
-    pairs = KIND if body["seed"] % 2 == 0 else OTHER
-    text = json.dumps({"exchanges": [{"user": u, "assistant": a} for u, a in pairs]})
-    return 200, completion_body(text, 80), 0
 
 
 def closed_port_url() -> str:
