@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
@@ -222,9 +223,28 @@ class ClusterLost(ClusterUnreachable):
     every worker stayed paused by its memory limit. A rerun resumes (completed ranks are kept)."""
 
 
-def scheduler_lost(client: Client, what: str, note: str = "") -> ClusterLost:
-    """The one-line error of a stage whose client lost its scheduler (the executor's and the direct calls')."""
-    address = str(getattr(client.scheduler, "address", None) or "the Dask scheduler")
+# Each client's scheduler address, as last read while it was connected.
+_ADDRESSES: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
+
+
+def scheduler_address(client: Client) -> str:
+    """The address a lost-scheduler message names.
+
+    Why remembered: a client that gave up reconnecting has closed itself and no longer knows its address, so a
+    stage that began its next Dask call after that said "lost the Dask scheduler at the Dask scheduler" (seen in
+    CI, when the machine was slow enough for the client to close between two of the mix's passes).
+    """
+    live = getattr(client.scheduler, "address", None)
+    if live:
+        _ADDRESSES[client] = str(live)
+    return _ADDRESSES.get(client, "the Dask scheduler")
+
+
+def scheduler_lost(client: Client, what: str, address: str, note: str = "") -> ClusterLost:
+    """The one-line error of a stage whose client lost its scheduler (the executor's and the direct calls').
+
+    `address` is `scheduler_address`, read before the stage waited.
+    """
     return ClusterLost(
         f"{what}: lost the Dask scheduler at {address} (client {client.status}); rerun when it is back{note}"
     )
@@ -247,13 +267,14 @@ def scheduler_lost_as_cluster_lost(client: Client | None, what: str) -> Iterator
 
     from distributed.client import ClosedClientError
 
+    address = scheduler_address(client)
     try:
         yield
     except (CancelledError, ClosedClientError, OSError) as exc:  # CommClosedError is an OSError
         lost = "scheduler-connection-lost" in str(exc) or client.status != "running"
         if not lost:
             raise
-        raise scheduler_lost(client, what) from exc
+        raise scheduler_lost(client, what, address) from exc
 
 
 # Read by DaskPipelineExecutor (which only sees the client): how long ranks may wait on a cluster that cannot
@@ -289,6 +310,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             with client:
                 _wait_for_workers(client, config)
                 check_workers(client, config.address)
+                scheduler_address(client)  # remembered, for a message after the client closed itself
                 yield client
             return
         cluster = _local_cluster(config) if config.kind == "local" else slurm_cluster(config)
@@ -300,6 +322,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
                 if config.kind == "slurm":
                     _wait_for_slurm(client, config.slurm)
                     check_workers(client, "the SLURM cluster")
+                scheduler_address(client)  # remembered, for a message after the client closed itself
                 yield client
         finally:
             cluster.close()

@@ -36,7 +36,13 @@ from datatrove.utils.logging import logger
 from datatrove.utils.stats import PipelineStats
 from tqdm.auto import tqdm
 
-from pipelines.cluster import NO_WORKERS_TIMEOUT_KEY, PAUSED_TIMEOUT_KEY, ClusterLost, scheduler_lost
+from pipelines.cluster import (
+    NO_WORKERS_TIMEOUT_KEY,
+    PAUSED_TIMEOUT_KEY,
+    ClusterLost,
+    scheduler_address,
+    scheduler_lost,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -147,7 +153,7 @@ class _ClusterWatch:
         self.resources = resources
         self.no_workers_timeout = float(dask.config.get(NO_WORKERS_TIMEOUT_KEY, 300.0))
         self.paused_timeout = float(dask.config.get(PAUSED_TIMEOUT_KEY, 900.0))
-        self.address = str(getattr(client.scheduler, "address", None) or "the Dask scheduler")
+        self.address = scheduler_address(client)
         self._slots = 1
         self._capable = 1
         self._counted_at = float("-inf")
@@ -157,7 +163,7 @@ class _ClusterWatch:
         self._warned_paused = False
 
     def lost(self) -> ClusterLost:
-        return scheduler_lost(self.client, self.name, ": ranks that completed are kept")
+        return scheduler_lost(self.client, self.name, self.address, ": ranks that completed are kept")
 
     def scheduler_gone(self, future: Any) -> bool:
         """A future cancelled by the client itself because its scheduler connection was lost."""
