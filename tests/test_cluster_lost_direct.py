@@ -78,7 +78,8 @@ def test_losing_the_scheduler_while_the_mix_waits_on_it_fails_naming_it(tmp_path
         ) as info:
             mix_stage.mix_scored(inputs, tmp_path / "staging", [PROFILE], MixConfig(), client)
         killer.join()
-        assert time.monotonic() - started < 10
+        # promptly, not at the test timeout (a loaded CI machine is slow)
+        assert time.monotonic() - started < 30
     assert "\n" not in str(info.value)
     assert "scheduler-connection-lost" in str(info.value.__cause__)  # what Dask said, kept as the cause
     assert issubclass(ClusterLost, ClusterUnreachable)  # the CLI prints these as one line, exit 1
