@@ -15,6 +15,7 @@ record, even one too damaged to be recognised as a boundary.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -418,13 +419,15 @@ def pack_ranks(units: list[WorkUnit], tasks: int, workers: int, split_bytes: int
         total = sum(u.size for u in units)
         tasks = max(workers, math.ceil(total / split_bytes))
     tasks = min(tasks, len(units))
-    loads = [0] * tasks
+    # a heap of (load, rank): the same choice as a scan for the least-loaded, lowest-numbered rank, but
+    # O(n log n). The scan took 386 s in the driver for 32,000 units (about 2 TB of input), before any work.
+    loads = [(0, k) for k in range(tasks)]
     ranks: list[list[int]] = [[] for _ in range(tasks)]
     order = sorted(range(len(units)), key=lambda i: (-units[i].size, i))
     for i in order:
-        r = min(range(tasks), key=lambda k: (loads[k], k))
+        load, r = loads[0]
         ranks[r].append(i)
-        loads[r] += max(units[i].size, 1)
+        heapq.heapreplace(loads, (load + max(units[i].size, 1), r))
     return [sorted(r) for r in ranks]
 
 
