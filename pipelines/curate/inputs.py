@@ -385,6 +385,27 @@ def _parquet_units(f: InputFile, target: int) -> list[WorkUnit]:
     return units
 
 
+def unsplittable_warning(files: list[InputFile], split_bytes: int) -> str | None:
+    """A warning when inputs that cannot be cut are much bigger than a unit, else None.
+
+    Why: a compressed JSONL stream (gzip, zstd, ...) can only be read from its start, so each such file is one
+    rank, one worker and one curate shard however many workers wait: four 5 GB `.jsonl.zst` files on 64
+    workers ran as 4 ranks of days each, and a crash restarted a whole file. WARC.gz (one gzip member per
+    record), plain JSONL and Parquet are cut.
+    """
+    big = sorted((f for f in files if not _splittable(f) and f.size > 2 * split_bytes), key=lambda f: -f.size)
+    if not big:
+        return None
+    largest = big[0]
+    return (
+        f"{len(big)} input file(s) larger than 2 x curate.read.split_bytes ({split_bytes >> 20} MB) cannot be "
+        f"cut ({largest.format} with {largest.compression or 'no'} compression is read from its start), so each "
+        f"is one rank and one curate shard; largest: {largest.path} ({largest.size / (1 << 30):.1f} GB). "
+        "For parallelism and cheaper retries, reshard them into files of about split_bytes, or store them as "
+        "plain JSONL or Parquet"
+    )
+
+
 def make_units(
     files: list[InputFile], split_bytes: int, min_split_bytes: int, workers: int
 ) -> list[WorkUnit]:

@@ -55,7 +55,8 @@ class ReadSettings(_Section):
         64 << 20,
         ge=1 << 16,
         description="Splittable inputs (WARC, WET, plain JSONL, Parquet row groups) are cut into units of at most "
-        "about this many bytes, so a few big files still feed every worker.",
+        "about this many bytes, so a few big files still feed every worker. Compressed JSONL and HTML cannot be "
+        "cut: each such file is one rank (a warning names those over twice this size).",
     )
     min_split_bytes: int = Field(
         1 << 20, ge=1 << 12, description="Never cut units smaller than this, even to feed idle workers."

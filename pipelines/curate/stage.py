@@ -35,6 +35,7 @@ from pipelines.curate.inputs import (
     discover,
     is_bad_input,
     make_plan,
+    unsplittable_warning,
 )
 
 STAGE = "curate"
@@ -182,6 +183,9 @@ def load_or_make_plan(
     )
     merged = {e["path"]: e for e in [*(skipped or []), *plan.skipped]}
     plan.skipped = [merged[k] for k in sorted(merged)]
+    warning = unsplittable_warning(plan.files, cur.read.split_bytes)
+    if warning:
+        logger.warning(f"{STAGE}: {warning}")
     saved_path = stage / "plan.json"
     if saved_path.is_file():
         saved = Plan.from_json(saved_path.read_text())

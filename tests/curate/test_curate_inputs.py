@@ -28,6 +28,7 @@ from pipelines.curate.inputs import (
     make_plan,
     make_units,
     pack_ranks,
+    unsplittable_warning,
 )
 
 
@@ -151,6 +152,28 @@ def test_packing_assigns_units_as_the_scan_did(seed):
     assert pack_ranks(units, tasks, workers=4, split_bytes=64 << 20) == _scan_packing(
         sizes, min(tasks, len(sizes))
     )
+
+
+def test_big_files_that_cannot_be_cut_are_named_in_a_warning(tmp_path):
+    """A big .jsonl.gz is one rank however many workers wait; the plan said nothing about it."""
+    rng = random.Random(0)
+    records = [{"text": " ".join(f"{rng.getrandbits(40):x}" for _ in range(60))} for _ in range(400)]
+    plain = write_jsonl(tmp_path / "plain.jsonl", records)
+    packed = tmp_path / "packed.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    files, _ = discover([str(plain), str(packed)])
+    assert {f.path.rsplit("/", 1)[-1]: f.size > 2 * (1 << 16) for f in files} == {
+        "plain.jsonl": True,
+        "packed.jsonl.gz": True,
+    }
+    warning = unsplittable_warning(files, split_bytes=1 << 16)
+    assert warning is not None and warning.startswith(
+        "1 input file(s) larger than 2 x curate.read.split_bytes"
+    )
+    assert str(packed) in warning and "plain.jsonl" not in warning
+    units = make_units(files, split_bytes=1 << 16, min_split_bytes=4096, workers=8)
+    assert sum(u.path.endswith("packed.jsonl.gz") for u in units) == 1  # what the warning is about
+    assert unsplittable_warning(files, split_bytes=64 << 20) is None
 
 
 @pytest.mark.parametrize("name", ["s.warc.gz", "s.warc", "s.jsonl"])
