@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
@@ -102,30 +103,35 @@ def source_licenses(version: Path, inputs: list[str]) -> pd.DataFrame:
     union of all `pretrain*` folders (a document in two profiles, or repeated within one, counts once).
     """
     roots = [input_root(i) for i in inputs]
-    seen: list[pd.DataFrame] = []  # (source, 64-bit hash of the id) of every row, deduplicated at the end
+    # (source number, 64-bit hash of the id) of every distinct document, sorted, merged one folder at a time
+    # (ids are sha256 hex: no collisions to fear). Why: a table of (source, id) strings for the whole version
+    # cost about 210 bytes a document in the driver (1.1 GB at 4M documents); this holds 12.
+    names: dict[str, int] = {}
+    sources, keys = np.empty(0, np.uint32), np.empty(0, np.uint64)
     for folder in sorted(version.glob("pretrain*")):
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
         for file in parquet_paths(folder):
             schema = pq.read_schema(file)
             if "source" not in schema.names or "id" not in schema.names:
                 continue
             columns = ["source", "id"] + (["repeat_index"] if "repeat_index" in schema.names else [])
-            frame = pq.read_table(file, columns=columns).to_pandas()
-            if "repeat_index" in frame:
-                frame = frame[frame["repeat_index"] == 0]
-            seen.append(
-                pd.DataFrame(
-                    {
-                        "source": frame["source"].fillna("(unknown)").astype("category"),
-                        # a hash keeps memory at 8 bytes a document (ids are sha256 hex: no collisions to fear)
-                        "key": pd.util.hash_array(frame["id"].astype(str).to_numpy(object)),
-                    }
-                ).drop_duplicates()
-            )
-    counts: dict[str, int] = {}
-    if seen:
-        union = pd.concat(seen, ignore_index=True)
-        union["source"] = union["source"].astype(str)
-        counts = union.drop_duplicates().groupby("source").size().astype(int).to_dict()
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=1 << 16, columns=columns):
+                frame = batch.to_pandas()
+                if "repeat_index" in frame:
+                    frame = frame[frame["repeat_index"] == 0]
+                codes, found = pd.factorize(frame["source"].fillna("(unknown)").astype(str))
+                number = np.array([names.setdefault(name, len(names)) for name in found], np.uint32)
+                parts.append((number[codes], pd.util.hash_array(frame["id"].astype(str).to_numpy(object))))
+        if parts:
+            sources = np.concatenate([sources, *(p[0] for p in parts)])
+            keys = np.concatenate([keys, *(p[1] for p in parts)])
+            order = np.lexsort((keys, sources))
+            sources, keys = sources[order], keys[order]
+            first = np.ones(len(keys), bool)
+            first[1:] = (sources[1:] != sources[:-1]) | (keys[1:] != keys[:-1])
+            sources, keys = sources[first], keys[first]
+    per_source = np.bincount(sources, minlength=len(names))
+    counts = {name: int(per_source[number]) for name, number in sorted(names.items()) if per_source[number]}
     rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for source, n in counts.items():
         lic = license_of(source, roots)
