@@ -29,13 +29,24 @@ def targets(path: Path, every: bool) -> list[Path]:
         )
     if every:
         return [versions_dir(path) / v for v in list_versions(path)]
+    problem = latest_problem(path)
+    if problem:
+        raise VerifyError(problem)
+    return [versions_dir(path) / str(latest_version(path))]
+
+
+def latest_problem(path: Path) -> str | None:
+    """Why readers of `OUT/latest` would find nothing (dangling or missing), else None.
+
+    `--all` checks it too: it passed an OUT whose first publish had been killed (versions/ empty, or a complete
+    version that `latest` did not point at yet), so a health check on `verify --all` called it healthy.
+    """
     dangling = dangling_latest(path)
     if dangling:
-        raise VerifyError(dangling)
-    latest = latest_version(path)
-    if latest is None:
-        raise VerifyError(f"{path}: nothing published yet (no `latest`)")
-    return [versions_dir(path) / latest]
+        return dangling
+    if latest_version(path) is None:
+        return f"{path}: nothing published yet (no `latest`)"
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,9 +59,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
     failed = 0
     if args.all and not (path / MANIFEST).is_file():
-        dangling = dangling_latest(path)
-        if dangling:  # readers of `latest` would find nothing, whatever the versions say
-            print(f"verify failed: {dangling}", file=sys.stderr)
+        problem = latest_problem(path)
+        if problem:  # readers of `latest` would find nothing, whatever the versions say
+            print(f"verify failed: {problem}", file=sys.stderr)
             failed += 1
     for version in versions:
         try:

@@ -92,3 +92,18 @@ def test_verify_fails_on_a_dangling_latest(tmp_path, capsys):
     assert f"{out / 'latest'} points at versions/v7, which does not exist" in err
     code, _, err = _run(capsys, "verify", str(out))
     assert code == 1 and "versions/v7, which does not exist" in err
+
+
+@pytest.mark.parametrize("versions", [0, 1])
+def test_verify_all_fails_when_nothing_is_published(tmp_path, capsys, versions):
+    """A first publish killed before `latest` existed (versions/ empty, or a complete v1 not yet pointed at)
+    passed `verify --all` with exit 0, so a health check on it called the OUT healthy."""
+    out = _published(tmp_path, versions) if versions else tmp_path / "out"
+    (out / "versions").mkdir(parents=True, exist_ok=True)
+    if versions:
+        os.remove(out / "latest")
+    code, text, err = _run(capsys, "verify", str(out), "--all")
+    assert code == 1 and f"{out}: nothing published yet (no `latest`)" in err
+    assert text.count("ok ") == versions  # the versions present are still checked
+    code, _, err = _run(capsys, "verify", str(out))
+    assert code == 1 and "nothing published yet" in err
