@@ -343,6 +343,9 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
                 return {**summary, "seconds": round(time.time() - started, 1)}
         remove_abandoned(config, keep=run_id)
         ctx_work = config.work_dir / run_id
+        # an earlier attempt of this run (same config and inputs) left work: say so, as the stages only report
+        # skipped ranks, and an attempt killed before any rank finished showed no sign of being resumed
+        resuming = any(ctx_work.glob("*/")) if ctx_work.is_dir() else False
         with run_log(ctx_work, mode) as log_path:
             logger.info(
                 f"{mode} {run_id}: {len(batch)} input(s) to curate"
@@ -351,6 +354,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
                     if state and mode == "refresh"
                     else ""
                 )
+                + ("; resuming an interrupted attempt (finished ranks are kept)" if resuming else "")
             )
             journal = _run_stages(config, mode, run_id, batch, state, store, skipped)
             return finish_run(config, ctx_work, journal, started=started, log_path=log_path)

@@ -178,6 +178,9 @@ def test_sigkill_at_every_point_leaves_latest_intact_and_the_next_refresh_finish
     # resumed runs skipped what earlier (killed) runs had completed
     log = Path(final["log"]).read_text()
     assert log.count("already complete") >= 1
+    starts = [line for line in log.splitlines() if "input(s) to curate" in line]  # one per attempt (appended)
+    assert len(starts) >= 2 and "resuming" not in starts[0]
+    assert all("resuming an interrupted attempt" in line for line in starts[1:])
     assert json.loads(corpus("refresh", world["overrides"]()).stdout)["status"] == "nothing new"
 
 
