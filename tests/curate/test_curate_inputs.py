@@ -335,3 +335,26 @@ def test_names_with_glob_characters_are_read_as_written(tmp_path):
     assert [f.path for f in make_plan([str(tmp_path / "in[[]v2]" / "a?.jsonl")], **args).files] == [
         str(other)
     ]
+
+
+def test_a_reading_rank_logs_its_progress(tmp_path):
+    """The driver's bar moves only when a rank ends, and a rank of a big compressed file reads for hours; the
+    reader logs documents read, rate and unit every `progress_seconds` (here: every document)."""
+    from datatrove.utils.logging import logger
+
+    from pipelines.curate.readers import CurateReader
+    from pipelines.curate.settings import ReadSettings
+
+    path = write_jsonl(tmp_path / "a.jsonl.gz", [{"text": prose(i)} for i in range(5)])
+    plan = make_plan([str(path)], tasks=1, workers=1, split_bytes=64 << 20, min_split_bytes=1 << 12)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        docs = list(CurateReader(plan, ReadSettings(), progress_seconds=0).run(None, 0, 1))
+        quiet = len(lines)
+        list(CurateReader(plan, ReadSettings()).run(None, 0, 1))  # the default: every 5 minutes
+    finally:
+        logger.remove(sink)
+    assert len(docs) == 5 and quiet == 5 and len(lines) == quiet
+    assert lines[-1].startswith("curate rank 0: 5 documents read in ")
+    assert lines[-1].endswith(f"unit 1 of 1: {path}")
