@@ -11,6 +11,7 @@ import contextlib
 import os
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import dask
@@ -293,8 +294,12 @@ def _watch_settings(config: ClusterConfig) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def connect(config: ClusterConfig) -> Iterator[Client]:
-    """Yield a `distributed.Client` for the configured cluster and tear down what we started."""
+def connect(config: ClusterConfig, shared: Path | None = None) -> Iterator[Client]:
+    """Yield a `distributed.Client` for the configured cluster and tear down what we started.
+
+    `shared`: OUT's work folder, which the workers of an external or SLURM cluster must see
+    (`check_shared_folder`).
+    """
     from distributed import Client
 
     configure_dask()
@@ -310,6 +315,8 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             with client:
                 _wait_for_workers(client, config)
                 check_workers(client, config.address)
+                if shared is not None:
+                    check_shared_folder(client, shared, config.address)
                 scheduler_address(client)  # remembered, for a message after the client closed itself
                 yield client
             return
@@ -322,6 +329,8 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
                 if config.kind == "slurm":
                     _wait_for_slurm(client, config.slurm)
                     check_workers(client, "the SLURM cluster")
+                    if shared is not None:
+                        check_shared_folder(client, shared, "the SLURM cluster")
                 scheduler_address(client)  # remembered, for a message after the client closed itself
                 yield client
         finally:
@@ -427,6 +436,37 @@ def check_workers(client: Client, where: str) -> dict[str, dict]:
             + more
         )
     return reports
+
+
+def check_shared_folder(client: Client, folder: Path, where: str, patience: float = 30.0) -> None:
+    """Fail before any stage when a worker cannot see `folder` (OUT's work folder of this run).
+
+    Why: ranks write their shards and completion markers under OUT, and the client reads them back; with OUT
+    on a disk local to the client, every worker wrote into its own copy, and the run learned so only when the
+    first rank finished (an hour into curation), with a message about that rank. A marker file is written
+    here and looked for on every worker, for up to `patience` seconds (NFS may cache a missing entry briefly).
+    """
+    import time
+    import uuid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f".visible-from-workers-{uuid.uuid4().hex[:8]}"
+    marker.write_text("written by the client; workers of this run must see it\n")
+    try:
+        deadline = time.monotonic() + patience
+        while True:
+            seen = client.run(os.path.isfile, str(marker), on_error="return")
+            blind = sorted(worker for worker, found in seen.items() if found is not True)
+            if not blind or time.monotonic() > deadline:
+                break
+            time.sleep(2.0)
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ClusterMisconfigured(
+            f"{where}: {len(blind)} of {len(seen)} worker(s) cannot see {folder} (first: {blind[0]}): OUT must be "
+            "on a filesystem shared by this client and every worker (NFS, Lustre, ...), at the same path"
+        )
 
 
 def _wait_for_slurm(client: Client, slurm: SlurmConfig) -> None:

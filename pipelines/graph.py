@@ -377,7 +377,7 @@ def _run_stages(
     from pipelines.mix.stage import mix_scored, run_mix
     from pipelines.publish.publish import publish_run
 
-    with connect(config.cluster) as client:
+    with connect(config.cluster, shared=config.work_dir) as client:
         ctx = RunContext(config=config, client=client, run_id=run_id, mode=mode)
         logger.info(f"{mode} {run_id}: work folder {ctx.work}")
         previous_batches = store.shard_dirs(state) if mode == "refresh" else []

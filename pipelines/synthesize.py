@@ -842,7 +842,7 @@ def main(args: argparse.Namespace) -> int:
             )
         with summary_stdout() as out:
             try:
-                with connect(config.cluster) as client:
+                with connect(config.cluster, shared=config.work_dir) as client:
                     ctx = RunContext(config=config, client=client, run_id=run_id)
                     generation = new_generation(config.out, run_id)
                     summary = run_synthesize(ctx, force=True, midtrain=generation)

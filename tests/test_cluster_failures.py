@@ -249,3 +249,56 @@ def test_sigterm_is_reported_on_stderr_and_in_the_run_log(tmp_path, procs):
     # the lock ended with the process: the next night's run takes it (it does not exit 75)
     with RunLock(StateStore(load_config(None, [f"out={out}"]).state_dir).lock_path, "test"):
         pass
+
+
+def _can_hide_folders() -> bool:
+    """`unshare --mount` (root, or user namespaces) lets one worker run with a folder hidden by a tmpfs."""
+    import shutil
+
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not _can_hide_folders(), reason="needs `unshare --mount` to give a worker its own view")
+def test_a_worker_that_cannot_see_out_is_refused_at_connect(tmp_path, procs):
+    """OUT on a disk only the client has: the run learned it when the first rank finished, an hour into
+    curation. One worker here runs in its own mount namespace, with OUT hidden under an empty tmpfs."""
+    from test_external_cluster import DASK
+
+    from pipelines.cluster import check_shared_folder
+
+    work = tmp_path / "out" / "work"
+    work.mkdir(parents=True)
+    address = start_scheduler(tmp_path, procs)
+    start_worker(address, "sees", tmp_path, procs)
+    worker = [DASK, "worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--name", "blind"]
+    worker += ["--local-directory", str(tmp_path / "blind"), "--no-dashboard"]
+    hide = f'mount -t tmpfs none {tmp_path / "out"} && exec "$@"'
+    procs.append(
+        subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh", *worker],
+            env=worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "blind.stderr").open("w"),
+        )
+    )
+    from distributed import Client
+
+    with Client(address, timeout=10) as client:
+        client.wait_for_workers(2, timeout=60)
+        with pytest.raises(ClusterMisconfigured) as info:
+            check_shared_folder(client, work, address, patience=1)
+        message = str(info.value)
+        assert message.startswith(f"{address}: 1 of 2 worker(s) cannot see {work} (first: tcp://127.0.0.1:")
+        assert "OUT must be on a filesystem shared by this client and every worker" in message
+        assert not list(work.iterdir()), "the marker is removed"
+        client.retire_workers(
+            [w for w, i in client.scheduler_info()["workers"].items() if i["name"] == "blind"]
+        )
+    with connect(ClusterConfig(kind="address", address=address), shared=work) as client:  # the one that sees
+        assert len(client.scheduler_info()["workers"]) == 1
