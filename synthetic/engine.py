@@ -110,6 +110,21 @@ class Completion:
         }
 
 
+# A completion the engine stopped before it finished: vLLM aborts the requests in flight when its engine shuts
+# down (the driver's SIGTERM releases the workers' engines while a task is inside `LLM.chat`), and returns them
+# as if they had finished. Kept as successes, they were cached and their chunk saved as finished, so a
+# rerun replayed the cut-off text: 232 of 240 dialogues were lost for good, with exit 0.
+ABORTED = "aborted"
+
+
+def finished(request_id: str, text: str, finish_reason: str | None, tokens: int) -> Completion:
+    """A Completion from an engine's answer; one with finish reason `abort` is an engine error (retried)."""
+    if finish_reason == "abort":
+        error = f"{ABORTED}: the engine stopped the request before it finished (finish_reason 'abort')"
+        return Completion(request_id, "", None, tokens, error)
+    return Completion(request_id, text, finish_reason, tokens)
+
+
 @dataclass
 class EngineSpec:
     """Everything that decides which engine object a process needs (the engine cache key)."""
@@ -278,7 +293,7 @@ class VLLMEngine(Engine):
         results = {}
         for request, output in zip(requests, outputs, strict=True):
             choice = output.outputs[0]
-            results[request.id] = Completion(
+            results[request.id] = finished(
                 request.id, choice.text, choice.finish_reason, len(choice.token_ids)
             )
         return results
@@ -452,7 +467,7 @@ class OpenAIEngine(Engine):
                 choice = data["choices"][0]
                 text = choice["message"]["content"] or ""
                 tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
-                return Completion(request.id, text, choice.get("finish_reason"), tokens)
+                return finished(request.id, text, choice.get("finish_reason"), tokens)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 return Completion(
                     request.id, "", None, 0, f"malformed response ({type(exc).__name__}: {exc})"

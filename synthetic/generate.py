@@ -67,6 +67,8 @@ class RequestCache:
                         )
                     except (ValueError, KeyError, TypeError):
                         continue
+                    if completion.finish_reason == "abort":  # cached by earlier code: ask again
+                        continue
                     self._items[completion.request_id] = completion
 
     def __contains__(self, request_id: str) -> bool:

@@ -102,6 +102,54 @@ def test_engine_errors_leave_chunks_unfinished_and_a_rerun_retries_only_them(
     assert third["chunks_skipped"] == 2 and third["generated_requests"] == 0 and good.count == 2
 
 
+def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_path):
+    """A SIGTERM of the driver shut the workers' vLLM engines down mid-`LLM.chat`; vLLM returned the requests
+    in flight cut off, with finish reason `abort`. They were cached and the chunk saved as finished, so the
+    rerun replayed them: 232 of 240 dialogues lost for good, exit 0. Chunks and caches written that way by
+    earlier code are repaired on the next run."""
+    from openai_stub import completion_body
+
+    from pipelines.context import RunContext
+    from pipelines.synthesize import chunk_done, run_synthesize
+
+    def cut_off(body, n):  # the first three requests come back aborted, as vLLM returns them
+        return (
+            (200, completion_body('{"exchanges": [{"user": "I', 3, "abort"), 0) if n <= 3 else answer(body, n)
+        )
+
+    config = stage_config(tmp_path, chat_server(cut_off).base_url, concurrency=1)
+    first = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
+    assert first["engine_errors"] == 3 and first["chunks_incomplete"]
+    assert "aborted: the engine stopped the request" in first["first_engine_error"]
+    good = chat_server(answer)
+    config = with_url(config, good.base_url)
+    second = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
+    assert good.count == 3 and second["engine_errors"] == 0 and second["attempted"] == 6
+    assert second["chunks_incomplete"] == []
+
+    # what earlier code left: an aborted completion in the cache and in a chunk saved as finished
+    stage = next((tmp_path / "out" / "work" / "t-abort" / "synthesize").glob("v-*"))
+    assert chunk_done(stage, 0, config.synthetic)
+    chunk = stage / "chunks" / "chunk-00000.parquet"
+    table = pq.read_table(chunk)
+    reasons = table.column("finish_reason").to_pylist()
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("finish_reason"), "finish_reason", pa.array(["abort", *reasons[1:]])
+        ),
+        chunk,
+    )
+    assert not chunk_done(stage, 0, config.synthetic), "a chunk holding an aborted completion is not finished"
+    cache = next((tmp_path / "out" / "work" / "t-abort" / "synthesize").rglob("chunk-00000.jsonl"))
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    lines[0].update(text='{"exchanges": [{"user": "I', finish_reason="abort")
+    cache.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    third = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
+    assert good.count == 4, "the aborted completion is asked for again, the others come from the cache"
+    assert third["chunks_run"] == 1 and third["attempted"] == 6 and third["engine_errors"] == 0
+    assert chunk_done(stage, 0, config.synthetic)
+
+
 def test_refresh_state_does_not_count_engine_errors_and_the_run_summary_names_them(dask_client, tmp_path):
     from pipelines.context import RunContext
     from pipelines.graph import run_summary, synthesize_step
