@@ -67,7 +67,10 @@ def check_lid_model(path: Path, timeout: float = 120.0) -> None:
     if probe.returncode != 0:
         reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
         raise ValueError(f"language-ID model unusable: fastText cannot load {path} ({reason})")
-    described, size = int(probe.stdout.split()[-1]), path.stat().st_size
+    try:
+        described, size = int(probe.stdout.split()[-1]), path.stat().st_size
+    except (IndexError, ValueError):
+        raise ValueError(f"language-ID model unusable: fastText could not save {path} again") from None
     if described > size:
         raise ValueError(
             f"language-ID model truncated: {path} holds {size} bytes of a {described}-byte model; "
