@@ -75,23 +75,26 @@ def _sidecar(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _aborted_rows(path: Path) -> bool:
-    """Whether the attempts hold completions the engine aborted, which earlier code kept as finished (see
-    `synthetic.engine.finished`); such a chunk is run again, and the request cache no longer replays them."""
+def _unfinished_rows(path: Path) -> bool:
+    """Whether the attempts hold completions the engine did not finish (finish reason `abort` or `error`),
+    which earlier code kept as finished (see `synthetic.engine.finished`); such a chunk is run again, and the
+    request cache no longer replays them."""
+    from synthetic.engine import UNFINISHED
+
     try:
         reasons = pq.read_table(path, columns=["finish_reason"]).column("finish_reason")
     except (OSError, KeyError, pa.ArrowInvalid):
         return False
-    return "abort" in set(reasons.to_pylist())
+    return not UNFINISHED.keys().isdisjoint(reasons.to_pylist())
 
 
 def _finished_file(path: Path, sidecar: Path) -> bool:
-    """A `chunk-` file whose sidecar counts no engine error and whose rows hold no aborted completion (earlier
-    code saved both kinds of chunk as finished)."""
+    """A `chunk-` file whose sidecar counts no engine error and whose rows hold no unfinished completion
+    (earlier code saved both kinds of chunk as finished)."""
     return (
         path.is_file()
         and not int(_sidecar(sidecar).get("reason:engine_error", 0))
-        and not _aborted_rows(path)
+        and not _unfinished_rows(path)
     )
 
 

@@ -110,18 +110,21 @@ class Completion:
         }
 
 
-# A completion the engine stopped before it finished: vLLM aborts the requests in flight when its engine shuts
-# down (the driver's SIGTERM releases the workers' engines while a task is inside `LLM.chat`), and returns them
-# as if they had finished. Kept as successes, they were cached and their chunk saved as finished, so a
-# rerun replayed the cut-off text: 232 of 240 dialogues were lost for good, with exit 0.
-ABORTED = "aborted"
+# Finish reasons of completions the engine did not finish, which a rerun asks for again (engine errors). vLLM
+# aborts the requests in flight when its engine shuts down (the driver's SIGTERM releases the workers' engines
+# while a task is inside `LLM.chat`) and returns them cut off with `abort`; it returns `error` for a retryable
+# internal error (e.g. a grammar that failed to compile). Kept as successes, they were cached and their chunk
+# saved as finished, so a rerun replayed them: 232 of 240 dialogues were lost for good, with exit 0.
+UNFINISHED = {
+    "abort": "aborted: the engine stopped the request before it finished (finish_reason 'abort')",
+    "error": "engine_failed: the engine failed the request with a retryable error (finish_reason 'error')",
+}
 
 
 def finished(request_id: str, text: str, finish_reason: str | None, tokens: int) -> Completion:
-    """A Completion from an engine's answer; one with finish reason `abort` is an engine error (retried)."""
-    if finish_reason == "abort":
-        error = f"{ABORTED}: the engine stopped the request before it finished (finish_reason 'abort')"
-        return Completion(request_id, "", None, tokens, error)
+    """A Completion from an engine's answer; an `UNFINISHED` finish reason makes it an engine error (retried)."""
+    if finish_reason in UNFINISHED:
+        return Completion(request_id, "", None, tokens, UNFINISHED[finish_reason])
     return Completion(request_id, text, finish_reason, tokens)
 
 

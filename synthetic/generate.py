@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from synthetic.engine import Completion, EngineSpec, Request, get_engine
+from synthetic.engine import UNFINISHED, Completion, EngineSpec, Request, get_engine
 from synthetic.scenarios import (
     Grid,
     Scenario,
@@ -67,7 +67,7 @@ class RequestCache:
                         )
                     except (ValueError, KeyError, TypeError):
                         continue
-                    if completion.finish_reason == "abort":  # cached by earlier code: ask again
+                    if completion.finish_reason in UNFINISHED:  # cached by earlier code: ask again
                         continue
                     self._items[completion.request_id] = completion
 
@@ -311,7 +311,13 @@ def validate_attempts(
                 "near_duplicate_of": None,
             },
             "output_tokens": comp.output_tokens,
-            "finish_reason": storable(comp.finish_reason or ("error: " + (comp.error or ""))[:300]),
+            # "error: ..." only for an engine error: a completion without a finish reason (some endpoints send
+            # null) was stored as "error: " and counted as an engine error although it was answered
+            "finish_reason": (
+                storable(("error: " + comp.error)[:300])
+                if comp.error is not None
+                else comp.finish_reason and storable(comp.finish_reason)
+            ),
             "raw": storable(comp.text if comp.error is None else comp.error),
         }
         for d in dims:

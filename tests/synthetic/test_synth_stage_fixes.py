@@ -102,7 +102,8 @@ def test_engine_errors_leave_chunks_unfinished_and_a_rerun_retries_only_them(
     assert third["chunks_skipped"] == 2 and third["generated_requests"] == 0 and good.count == 2
 
 
-def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_path):
+@pytest.mark.parametrize("reason", ["abort", "error"])
+def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_path, reason):
     """A SIGTERM of the driver shut the workers' vLLM engines down mid-`LLM.chat`; vLLM returned the requests
     in flight cut off, with finish reason `abort`. They were cached and the chunk saved as finished, so the
     rerun replayed them: 232 of 240 dialogues lost for good, exit 0. Chunks and caches written that way by
@@ -111,16 +112,17 @@ def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_
 
     from pipelines.context import RunContext
     from pipelines.synthesize import chunk_done, run_synthesize
+    from synthetic.engine import UNFINISHED
 
-    def cut_off(body, n):  # the first three requests come back aborted, as vLLM returns them
+    def cut_off(body, n):  # the first three requests come back unfinished, as vLLM returns them
         return (
-            (200, completion_body('{"exchanges": [{"user": "I', 3, "abort"), 0) if n <= 3 else answer(body, n)
+            (200, completion_body('{"exchanges": [{"user": "I', 3, reason), 0) if n <= 3 else answer(body, n)
         )
 
     config = stage_config(tmp_path, chat_server(cut_off).base_url, concurrency=1)
     first = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
     assert first["engine_errors"] == 3 and first["chunks_incomplete"]
-    assert "aborted: the engine stopped the request" in first["first_engine_error"]
+    assert first["first_engine_error"] == UNFINISHED[reason]
     good = chat_server(answer)
     config = with_url(config, good.base_url)
     second = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
@@ -135,19 +137,37 @@ def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_
     reasons = table.column("finish_reason").to_pylist()
     pq.write_table(
         table.set_column(
-            table.schema.get_field_index("finish_reason"), "finish_reason", pa.array(["abort", *reasons[1:]])
+            table.schema.get_field_index("finish_reason"), "finish_reason", pa.array([reason, *reasons[1:]])
         ),
         chunk,
     )
     assert not chunk_done(stage, 0, config.synthetic), "a chunk holding an aborted completion is not finished"
     cache = next((tmp_path / "out" / "work" / "t-abort" / "synthesize").rglob("chunk-00000.jsonl"))
     lines = [json.loads(line) for line in cache.read_text().splitlines()]
-    lines[0].update(text='{"exchanges": [{"user": "I', finish_reason="abort")
+    lines[0].update(text='{"exchanges": [{"user": "I', finish_reason=reason)
     cache.write_text("".join(json.dumps(line) + "\n" for line in lines))
     third = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
     assert good.count == 4, "the aborted completion is asked for again, the others come from the cache"
     assert third["chunks_run"] == 1 and third["attempted"] == 6 and third["engine_errors"] == 0
     assert chunk_done(stage, 0, config.synthetic)
+
+
+def test_a_completion_without_a_finish_reason_is_not_an_engine_error(chat_server, dask_client, tmp_path):
+    """Some endpoints send `finish_reason: null`; the row was stored as "error: " and counted as an engine
+    error, so a run whose every answer was fine said all its requests had failed."""
+    from openai_stub import completion_body
+
+    from pipelines.context import RunContext
+    from pipelines.synthesize import run_synthesize
+
+    def no_reason(body, n):
+        status, payload, delay = answer(body, n)
+        return status, completion_body(payload["choices"][0]["message"]["content"], 80, None), delay
+
+    config = stage_config(tmp_path, chat_server(no_reason).base_url)
+    summary = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-null"))
+    assert summary["engine_errors"] == 0 and summary["chunks_incomplete"] == [] and summary["attempted"] == 6
+    assert summary["parsed"] == 6 and summary["accepted"] >= 1
 
 
 def test_refresh_state_does_not_count_engine_errors_and_the_run_summary_names_them(dask_client, tmp_path):
