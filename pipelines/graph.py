@@ -300,6 +300,16 @@ def synthesize_step(ctx: RunContext, state: State | None) -> tuple[dict[str, Any
 
 
 # -- the graph ------------------------------------------------------------------------------------------------
+def left_work(work: Path) -> bool:
+    """Whether an earlier attempt of this run (same config and inputs) got as far as a stage.
+
+    Why: the first log line says so ("resuming"), as the stages only report skipped ranks, and an attempt
+    killed before any rank finished showed no sign of being resumed. `logs/` alone does not count: an attempt
+    that failed at connect left only its log.
+    """
+    return work.is_dir() and any(p.is_dir() and p.name != "logs" for p in work.iterdir())
+
+
 def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full") -> dict[str, Any]:
     """Run the graph in `mode` ("full" or "refresh") and return the run summary (see `run_summary`).
 
@@ -343,9 +353,7 @@ def run_graph(config: CorpusConfig, run_id: str | None = None, mode: str = "full
                 return {**summary, "seconds": round(time.time() - started, 1)}
         remove_abandoned(config, keep=run_id)
         ctx_work = config.work_dir / run_id
-        # an earlier attempt of this run (same config and inputs) left work: say so, as the stages only report
-        # skipped ranks, and an attempt killed before any rank finished showed no sign of being resumed
-        resuming = any(ctx_work.glob("*/")) if ctx_work.is_dir() else False
+        resuming = left_work(ctx_work)
         with run_log(ctx_work, mode) as log_path:
             logger.info(
                 f"{mode} {run_id}: {len(batch)} input(s) to curate"

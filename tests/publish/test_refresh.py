@@ -411,3 +411,18 @@ def test_an_input_moved_away_after_listing_is_unreadable_and_the_next_refresh_re
     again = summary_of(corpus("refresh", world["overrides"]()))
     assert again["version"] == "v3" and again["new_inputs"] == [str(moved)] and again["documents_in"] == 3
     assert again["unreadable_inputs"] == [] and str(moved) in state_of(out)["inputs"]
+
+
+def test_only_an_attempt_that_reached_a_stage_is_resumed(tmp_path):
+    """The first log line says "resuming" for a work folder an earlier attempt left; an attempt that failed at
+    connect leaves only `logs/`, and a rerun then resumes nothing."""
+    from pipelines.graph import left_work
+
+    work = tmp_path / "run-1"
+    assert not left_work(work)
+    (work / "logs").mkdir(parents=True)
+    (work / "logs" / "full.log").write_text("connect failed\n")
+    (work / "journal.json").write_text("{}")
+    assert not left_work(work)
+    (work / "curate").mkdir()
+    assert left_work(work)
