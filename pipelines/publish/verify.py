@@ -44,6 +44,9 @@ def latest_problem(path: Path) -> str | None:
     dangling = dangling_latest(path)
     if dangling:
         return dangling
+    link = path / "latest"
+    if link.exists() and not link.is_symlink():  # a copy that followed symlinks, or a hand-made folder
+        return f"{link} is not a symlink to a version (copy OUT with symlinks kept, e.g. `cp -a`, `rsync -a`)"
     if latest_version(path) is None:
         return f"{path}: nothing published yet (no `latest`)"
     return None

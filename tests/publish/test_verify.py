@@ -107,3 +107,15 @@ def test_verify_all_fails_when_nothing_is_published(tmp_path, capsys, versions):
     assert text.count("ok ") == versions  # the versions present are still checked
     code, _, err = _run(capsys, "verify", str(out))
     assert code == 1 and "nothing published yet" in err
+
+
+def test_verify_names_a_latest_that_is_not_a_symlink(tmp_path, capsys):
+    """An OUT copied with symlinks followed has a real `latest` folder; verify said "nothing published yet"."""
+    import shutil
+
+    out = _published(tmp_path, 1)
+    os.remove(out / "latest")
+    shutil.copytree(out / "versions" / "v1", out / "latest")
+    for argv in (["verify", str(out)], ["verify", str(out), "--all"]):
+        code, _, err = _run(capsys, *argv)
+        assert code == 1 and f"{out / 'latest'} is not a symlink to a version" in err
