@@ -398,9 +398,9 @@ def unsplittable_warning(files: list[InputFile], split_bytes: int) -> str | None
         return None
     largest = big[0]
     return (
-        f"{len(big)} input file(s) larger than 2 x curate.read.split_bytes ({split_bytes >> 20} MB) cannot be "
+        f"{len(big)} input file(s) larger than 2 x curate.read.split_bytes ({split_bytes / (1 << 20):g} MB) cannot be "
         f"cut ({largest.format} with {largest.compression or 'no'} compression is read from its start), so each "
-        f"is one rank and one curate shard; largest: {largest.path} ({largest.size / (1 << 30):.1f} GB). "
+        f"is one rank and one curate shard; largest: {largest.path} ({largest.size / (1 << 20):,.0f} MB). "
         "For parallelism and cheaper retries, reshard them into files of about split_bytes, or store them as "
         "plain JSONL or Parquet"
     )
