@@ -470,11 +470,17 @@ class OpenAIEngine(Engine):
                 choice = data["choices"][0]
                 text = choice["message"]["content"] or ""
                 tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
-                return finished(request.id, text, choice.get("finish_reason"), tokens)
+                completion = finished(request.id, text, choice.get("finish_reason"), tokens)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 return Completion(
                     request.id, "", None, 0, f"malformed response ({type(exc).__name__}: {exc})"
                 )
+            if (
+                completion.error is not None
+            ):  # aborted or failed by the server (draining, restarting): transient
+                error = completion.error
+                continue
+            return completion
         return Completion(request.id, "", None, 0, f"gave up after {self.max_retries + 1} attempts: {error}")
 
     def generate(self, requests: list[Request], on_result: OnResult | None = None) -> list[Completion]:

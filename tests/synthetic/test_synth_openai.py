@@ -43,6 +43,26 @@ def test_retries_transient_errors_with_backoff(chat_server):
     assert server.count == 3 and engine.attempts == 3
 
 
+@pytest.mark.parametrize("reason", ["abort", "error"])
+def test_unfinished_answers_are_retried_like_server_errors(chat_server, reason):
+    """A server draining or restarting answers `abort`: the request was lost to the run (an engine error until
+    the next run) although a retry after the backoff gets it, as for a 503."""
+    server = chat_server(
+        lambda body, n: (
+            (200, completion_body("cut", 2, reason), 0) if n <= 2 else (200, completion_body("ok"), 0)
+        )
+    )
+    engine = make_engine(server.base_url, max_retries=3, backoff_s=0.01)
+    [result] = engine.generate(requests(1))
+    assert result.error is None and result.text == "ok" and server.count == 3
+    stuck = chat_server(lambda body, n: (200, completion_body("cut", 2, reason), 0))
+    [result] = make_engine(stuck.base_url, max_retries=1, backoff_s=0.01).generate(requests(1))
+    assert (
+        result.error.startswith("gave up after 2 attempts: ") and f"finish_reason '{reason}'" in result.error
+    )
+    assert stuck.count == 2
+
+
 def test_client_errors_are_not_retried_and_are_reported(chat_server):
     server = chat_server(lambda body, n: (400, {"error": "bad request"}, 0))
     engine = make_engine(server.base_url, max_retries=3, backoff_s=0.01)

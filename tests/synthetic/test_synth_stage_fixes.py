@@ -122,7 +122,7 @@ def test_aborted_completions_are_retried_not_kept(chat_server, dask_client, tmp_
     config = stage_config(tmp_path, chat_server(cut_off).base_url, concurrency=1)
     first = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
     assert first["engine_errors"] == 3 and first["chunks_incomplete"]
-    assert first["first_engine_error"] == UNFINISHED[reason]
+    assert first["first_engine_error"].endswith(UNFINISHED[reason])  # after the retries (none here)
     good = chat_server(answer)
     config = with_url(config, good.base_url)
     second = run_synthesize(RunContext(config=config, client=dask_client, run_id="t-abort"))
