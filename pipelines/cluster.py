@@ -286,9 +286,8 @@ PAUSED_TIMEOUT_KEY = "prosocial.paused-timeout"
 
 def _watch_settings(config: ClusterConfig) -> dict[str, float]:
     no_workers = config.worker_timeout
-    if (
-        config.kind == "slurm"
-    ):  # jobs that end at their walltime may be requeued: give them as long as to start
+    # SLURM jobs that end at their walltime may be requeued: give them as long as to start
+    if config.kind == "slurm":
         no_workers = max(no_workers, float(config.slurm.start_timeout))
     return {NO_WORKERS_TIMEOUT_KEY: no_workers, PAUSED_TIMEOUT_KEY: config.paused_timeout}
 
